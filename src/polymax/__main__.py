@@ -1,0 +1,5 @@
+import sys
+
+from polymax.cli import main
+
+sys.exit(main())
