@@ -1,0 +1,40 @@
+"""The command-line dispatcher: every verb has --help, user errors are one line with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from polymax.cli import _available_verbs, main
+
+
+def test_top_level_help_lists_verbs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for verb in _available_verbs():
+        assert verb in out
+
+
+@pytest.mark.parametrize("verb", sorted(_available_verbs()))
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: polymax" in capsys.readouterr().out
+
+
+def test_unknown_verb_exits_nonzero():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["no-such-verb"])
+    assert exit_info.value.code != 0
+
+
+def test_version_runs_as_module():
+    result = subprocess.run([sys.executable, "-m", "polymax", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    assert result.stdout.strip()
