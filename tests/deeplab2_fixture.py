@@ -12,7 +12,7 @@ import numpy as np
 FIXTURES = ("coco_r50", "coco_convnext_tiny")
 
 
-def _array_for(entry: dict) -> np.ndarray:
+def array_for(entry: dict) -> np.ndarray:
     rng = np.random.default_rng(entry["seed"])
     shape = tuple(entry["shape"])
     if entry["dist"] == "normal":
@@ -32,7 +32,7 @@ def official_variables(shared: Path, fixture: str) -> dict[str, np.ndarray]:
     """Checkpoint variable name (without /.ATTRIBUTES/VARIABLE_VALUE) → float32 array, hashes verified."""
     arrays = {}
     for entry in load_manifest(shared, fixture)["variables"]:
-        array = _array_for(entry)
+        array = array_for(entry)
         digest = hashlib.sha256(np.ascontiguousarray(array, dtype="<f4").tobytes()).hexdigest()
         if digest != entry["sha256"]:
             raise AssertionError(f"recipe mismatch for {entry['name']}")

@@ -1,0 +1,169 @@
+"""Contract over every preset: declared output fields / shapes / strides, parameter counts of spec §7,
+gradients everywhere (tiny preset), builder errors. Big presets are built once on the meta device."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from polymax.analysis import count_flops, count_parameters
+from polymax.build import build_model, resolve_config
+from polymax.config import ModelConfig
+from polymax.errors import UserError
+from polymax.presets import PRESETS
+
+# Inference parameters (without the training-only semantic branch), spec §7.
+SPEC_PARAMETERS = {
+    "kmax_r50_coco": 56.58e6, "kmax_axial_r50_coco": 74.42e6, "kmax_convnext_tiny_coco": 60.94e6,
+    "kmax_convnext_small_coco": 82.57e6, "kmax_convnext_base_coco": 121.51e6,
+    "kmax_convnext_large_coco": 231.84e6, "kmax_r50_cityscapes": 56.40e6,
+    "kmax_convnext_tiny_cityscapes": 60.76e6, "kmax_r50_ade20k": 56.61e6, "kmax_convnext_large_ade20k": 231.87e6,
+}
+SPEC_TOTAL = {"kmax_r50_coco": 72.44e6, "kmax_axial_r50_coco": 90.27e6, "kmax_convnext_large_coco": 243.88e6,
+              "kmax_r50_cityscapes": 56.99e6, "kmax_convnext_tiny_cityscapes": 60.98e6, "kmax_r50_ade20k": 72.47e6}
+TINY = ("kmax_tiny_test", "polymax_tiny_synth_panoptic")
+# The kMaX panoptic presets (the PolyMaX heads and baselines test their own presets).
+PANOPTIC = sorted(n for n, make in PRESETS.items() if make().task.kind == "panoptic" and make().architecture == "kmax")
+SIZE = (50, 70)                          # padded to 65 × 97
+
+
+@functools.cache
+def meta_model(name: str):
+    with torch.device("meta"):
+        return build_model(name)
+
+
+def _check_contract(model, prediction, *, batch: int, training: bool) -> None:
+    config: ModelConfig = model.config
+    pad_h, pad_w = 65, 97
+    stride = config.high_res_stride
+    k, c = config.kmax_decoder.num_queries, config.dataset.num_classes + 1
+    if training and config.kmax_decoder.drop_query > 0:
+        k = prediction.mask_logits.shape[1]
+    h, w = (pad_h - 1) // stride + 1, (pad_w - 1) // stride + 1
+    assert prediction.mask_logits.shape == (batch, k, h, w)
+    assert prediction.pixel_features.shape == (batch, config.head.mask_dim, h, w)
+    assert prediction.class_logits.shape == (batch, k, c)
+    layer_strides = [s for s, n in zip((32, 16, 8), config.kmax_decoder.num_layers) for _ in range(n)]
+    assert len(prediction.aux) == len(layer_strides)
+    for aux, s in zip(prediction.aux, layer_strides):
+        size = ((pad_h - 1) // s + 1, (pad_w - 1) // s + 1)
+        assert aux.mask_logits.shape == (batch, k, *size)
+        assert aux.pixel_features.shape == (batch, config.head.mask_dim, *size)
+        assert aux.class_logits.shape == (batch, k, c)
+    if training and config.task.aux_semantic != "none":
+        s = {"decoder": 4, "head": 32}[config.task.aux_semantic]
+        assert prediction.semantic_logits.shape == (batch, c, (pad_h - 1) // s + 1, (pad_w - 1) // s + 1)
+    else:
+        assert prediction.semantic_logits is None
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_config_is_complete(name):
+    config = PRESETS[name]()
+    assert isinstance(config, ModelConfig) and config.preset == name
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert config.task.kind in ("panoptic", "semantic", "depth", "normals")
+    if name in PANOPTIC:
+        info = config.dataset
+        assert info.num_classes > 0 and len(info.colors) == info.num_classes
+        assert all(0 <= c < info.num_classes for c in info.thing_classes)
+
+
+# One preset per structural variant runs by default (meta forwards cost ~1 s each); the rest are slow.
+REPRESENTATIVE = ("kmax_r50_coco", "kmax_axial_r50_coco", "kmax_r50_cityscapes", "kmax_convnext_tiny_cityscapes")
+
+
+@pytest.mark.parametrize("name", [n if n in REPRESENTATIVE else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(set(PANOPTIC) - set(TINY))])
+def test_preset_shapes_on_meta_device(name):
+    model = meta_model(name)
+    # Training mode: also covers the semantic branch (eval mode differs only there; see the tiny presets).
+    model.train()
+    _check_contract(model, model(torch.zeros(2, 3, *SIZE, device="meta")), batch=2, training=True)
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_PARAMETERS))
+def test_parameter_counts_match_spec(name):
+    model = meta_model(name)
+    inference = count_parameters(model)
+    assert abs(inference - SPEC_PARAMETERS[name]) <= 1e-3 * SPEC_PARAMETERS[name], inference
+    if name in SPEC_TOTAL:
+        total = count_parameters(model, inference=False)
+        assert abs(total - SPEC_TOTAL[name]) <= 1e-3 * SPEC_TOTAL[name], total
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_presets_run_and_every_parameter_learns(name):
+    model = build_model(name)
+    # deeplab2 starts residual branches at zero (last BN γ = 0), which blocks gradients at step 0 by design;
+    # give every norm a non-zero scale so the test sees whether each parameter is connected to the outputs.
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    images = torch.rand(2, 3, *SIZE) * 255
+    prediction = model(images)
+    _check_contract(model, prediction, batch=2, training=True)
+    outputs = [prediction.mask_logits, prediction.class_logits, prediction.pixel_features, prediction.semantic_logits]
+    for aux in prediction.aux:
+        outputs += [aux.mask_logits, aux.class_logits, aux.pixel_features]
+    assert all(torch.isfinite(t).all() for t in outputs)
+    sum(t.square().mean() for t in outputs).backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+              or not p.grad.any()]
+    assert not silent, f"parameters without gradient: {silent}"
+    model.eval()
+    with torch.no_grad():
+        _check_contract(model, model(images), batch=2, training=False)
+
+
+def test_model_checks_its_input():
+    model = build_model("kmax_tiny_test").eval()
+    for bad in (torch.zeros(3, 33, 33), torch.zeros(1, 4, 33, 33), torch.zeros(1, 3, 33, 33, dtype=torch.uint8),
+                torch.full((1, 3, 33, 33), float("nan"))):
+        with pytest.raises(UserError):
+            model(bad)
+
+
+def test_padding_is_mid_grey():
+    # A 33×33 image and the same image padded with 127.5 to 40×40 (→ 65×65) give the same top-left outputs.
+    model = build_model("kmax_tiny_test", backbone__drop_path_keep=1.0, kmax_decoder__drop_path_keep=1.0).eval()
+    image = torch.rand(1, 3, 40, 40) * 255
+    image[..., 33:, :] = 127.5
+    image[..., :, 33:] = 127.5
+    with torch.no_grad():
+        x = model.preprocess(image)
+        assert x.shape == (1, 3, 65, 65) and torch.all(x[..., 33:, :] == 0) and torch.all(x[..., :, 33:] == 0)
+        torch.testing.assert_close(model(image).mask_logits, model(image[..., :39, :37]).mask_logits)
+
+
+def test_builder_errors_and_overrides():
+    with pytest.raises(UserError, match="kmax_r50_coco"):
+        build_model("kmax_r50_coc")
+    with pytest.raises(UserError):
+        build_model("kmax_tiny_test", no_such_field=1)
+    with pytest.raises(UserError):
+        build_model("kmax_tiny_test", kmax_decoder__no_such_field=1)
+    with pytest.raises(UserError):
+        build_model("kmax_tiny_test", task__kind="no_such_task")
+    config = resolve_config("kmax_r50_coco", kmax_decoder__num_queries=256, crop_size=(641, 641))
+    assert config.kmax_decoder.num_queries == 256 and config.crop_size == (641, 641)
+    assert build_model("kmax_tiny_test", kmax_decoder__num_queries=5).kmax_decoder.cluster_centres.shape[0] == 5
+
+
+def test_flops_are_counted_by_running_the_model():
+    model = build_model("kmax_tiny_test")
+    small, large = count_flops(model, (33, 33)), count_flops(model, (65, 65))
+    assert 0 < small < large and model.training
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(PANOPTIC) - set(TINY)))
+def test_big_presets_forward_without_nan(name):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        prediction = model(torch.rand(2, 3, *SIZE) * 255)
+    _check_contract(model, prediction, batch=2, training=False)
+    assert torch.isfinite(prediction.mask_logits).all() and torch.isfinite(prediction.class_logits).all()
