@@ -1,0 +1,78 @@
+"""The per-pixel DeepLabv3+ baseline of the PolyMaX paper (Tab. 2, 3 and the scalability study, §4.3).
+
+    images (B, 3, H, W) RGB 0..255, any H, W
+      → the kMaX input contract (x/127.5 − 1, pad bottom/right to 32k+1; :meth:`KMaX.preprocess`)
+      → backbone (the same backbones as kMaX) → Features
+      → DeepLabv3+ decoder: ASPP on stage5 (os32) → upsample to stage2 (os4) → concat with the activated stage2
+        projected to 48 channels → two 3×3 conv-BN-GELU (256)                     (B, 256, h, w), h = (H_pad−1)/4+1
+      → per-pixel head (:mod:`polymax.model.heads.per_pixel`): class logits / bounded depth / unit normals
+
+The ASPP is kMaX's (rates 6/12/18 at os32, image pooling, GELU, dropout 0.1; from
+:mod:`polymax.model.heads.semantic_decoder`); the single low-level fusion with a 48-channel projection and the two
+3×3 convolutions are DeepLabv3+'s decoder. The output lives at the padded model resolution at stride 4, like
+the kMaX model's, so the same losses, post-processing and test-time helpers apply. ``aux`` is empty.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymax.config import ModelConfig
+from polymax.model.heads.semantic_decoder import ASPP
+from polymax.model.kmax import KMaX
+from polymax.model.layers.conv import ConvBN
+from polymax.structures import Features, Prediction
+
+
+class DeepLabV3PlusDecoder(nn.Module):
+    """Features → (B, channels, H/4, W/4).
+
+    stage2_channels, stage5_channels: the backbone's endpoint widths; endpoint_activation: 'relu' or 'gelu', the
+    activation that turns the backbone's un-activated stage2 endpoint into a feature map (as kMaX's semantic
+    decoder does). low_level_channels: width of the projected stage2 skip (48 in DeepLabv3+).
+    """
+
+    def __init__(self, *, stage2_channels: int, stage5_channels: int, endpoint_activation: str,
+                 channels: int = 256, low_level_channels: int = 48) -> None:
+        super().__init__()
+        if endpoint_activation not in ("relu", "gelu"):
+            raise ValueError(f"endpoint_activation must be 'relu' or 'gelu', got {endpoint_activation!r}")
+        self.endpoint_activation = endpoint_activation
+        self.aspp = ASPP(in_channels=stage5_channels, channels=channels)
+        self.low_level = ConvBN(stage2_channels, low_level_channels, activation=nn.GELU())
+        self.fuse = nn.Sequential(
+            ConvBN(channels + low_level_channels, channels, kernel_size=3, activation=nn.GELU()),
+            ConvBN(channels, channels, kernel_size=3, activation=nn.GELU()))
+
+    def forward(self, features: Features) -> Tensor:
+        act = F.relu if self.endpoint_activation == "relu" else F.gelu
+        skip = self.low_level(act(features.stage2))                               # (B, 48, h, w)
+        context = F.interpolate(self.aspp(features.stage5), size=skip.shape[2:], mode="bilinear",
+                                align_corners=True)                               # (B, 256, h, w)
+        return self.fuse(torch.cat([context, skip], dim=1))
+
+
+class DeepLabV3Plus(nn.Module):
+    """The baseline model. Submodules: ``backbone``, ``decoder``, ``head``; ``config`` as in :class:`KMaX`."""
+
+    def __init__(self, *, backbone: nn.Module, decoder: nn.Module, head: nn.Module, config: ModelConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.head = head
+        self.config = config
+
+    preprocess = staticmethod(KMaX.preprocess)
+
+    def forward(self, images: Tensor) -> Prediction:
+        """Prediction at the padded model resolution (stride 4)."""
+        return self.head(self.decoder(self.backbone(self.preprocess(images))))
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write ``config.json`` + ``model.safetensors`` to the directory ``path`` (see polymax.pretrained)."""
+        from polymax.pretrained import save_pretrained
+        save_pretrained(self, path)
