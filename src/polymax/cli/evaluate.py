@@ -1,0 +1,60 @@
+"""``polymax eval``: evaluate a saved model directory on a data set and print the task's metrics.
+
+Panoptic models: PQ, SQ, RQ for all / things / stuff classes and mIoU; semantic models mIoU; depth and
+normal models their metrics. ``--json`` prints one JSON object (fractions, not percentages) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+HELP = "evaluate a model on a data set"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="model directory (e.g. a run's OUT/last)")
+    parser.add_argument("--dataset", default="synth", help="data set name (default: synth)")
+    parser.add_argument("--data-root", metavar="DIR", help="folder holding the data set's files")
+    parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1 allows any sizes)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N batches")
+    parser.add_argument("--resize-longer-side", type=int, metavar="PIXELS",
+                        help="resize images so the longer side has this length (deeplab2's COCO / ADE20K "
+                             "geometry: the crop size); predictions are mapped back to the raw size")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    import polymax
+    from polymax.data import build_dataset
+    from polymax.engine.evaluate import evaluate, format_table
+    from polymax.errors import UserError
+
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise UserError(f"data root {args.data_root} does not exist or is not a folder")
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise UserError("--batch-size and --limit must be at least 1")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model = polymax.load_model(args.model, map_location=device)
+    options = {"size": tuple(model.config.crop_size)} if args.dataset == "synth" else {}
+    dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, **options)
+    if len(dataset) == 0:
+        raise UserError(f"the {args.dataset} {args.split} split is empty")
+    metrics = evaluate(model, dataset=dataset, batch_size=args.batch_size, device=device, precision=args.precision,
+                       max_batches=args.limit, resize_longer_side=args.resize_longer_side,
+                       progress=not args.json)
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
+                         indent=2))
+    else:
+        print(f"{args.model} on {args.dataset} / {args.split}:")
+        print(format_table(metrics))
+    return 0

@@ -1,0 +1,69 @@
+"""``polymax train``: train a model from a preset, an optional YAML recipe and command-line overrides.
+
+Precedence: TrainConfig defaults < ``--config FILE`` < the flags below < ``--set section.field=value``.
+Writes ``OUT/last/`` (a model directory that ``polymax.load_model`` reads, plus ``training_state.pt`` and
+``train_config.yaml``), ``OUT/scalars.jsonl`` and, with the ``log`` extra, TensorBoard logs in ``OUT/tb``.
+Multi-GPU / multi-process: ``torchrun --nproc_per_node=P -m polymax train ...`` (``--batch-size`` stays the
+global batch; each rank loads its own share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "train a model"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="model preset (see `polymax presets`); default: the config's model.preset")
+    parser.add_argument("--config", metavar="FILE", help="YAML training recipe, e.g. configs/kmax_r50_coco.yaml")
+    parser.add_argument("--steps", type=int, help="optimiser steps to train for (the schedule's length)")
+    parser.add_argument("--batch-size", type=int, help="global batch per optimiser step (all ranks together)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (checkpoint in DIR/last)")
+    parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in DIR/last")
+    parser.add_argument("--dataset", help="data set name (default: synth, the built-in synthetic scenes)")
+    parser.add_argument("--data-root", metavar="DIR", help="folder holding the data set's files")
+    parser.add_argument("--device", help="auto (default), cpu or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (CPU and GPU) or fp32")
+    parser.add_argument("--workers", type=int, help="data-loading processes per rank")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config field, e.g. --set optim.lr=1e-4 (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def resolve(args: argparse.Namespace):
+    """The TrainConfig these arguments describe (checked, not yet run)."""
+    from polymax.build import resolve_config
+    from polymax.engine.train_config import load_config
+    from polymax.errors import UserError
+
+    flags = {"model.preset": args.preset, "steps": args.steps, "data.batch_size": args.batch_size,
+             "out_dir": args.out, "data.dataset": args.dataset, "data.root": args.data_root,
+             "device": args.device, "precision": args.precision, "data.workers": args.workers}
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.overrides)
+    config = load_config(args.config, overrides=overrides)
+    resolve_config(config.model.preset)  # an unknown preset fails here, before anything is written
+    if config.data.root is not None:
+        from pathlib import Path
+        if not Path(config.data.root).is_dir():
+            raise UserError(f"data root {config.data.root} does not exist or is not a folder")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve(args)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    from polymax.engine.train import train
+
+    result = train(config, resume=args.resume)
+    if result.interrupted is not None:
+        return 128 + int(result.interrupted)  # the shell convention for "terminated by signal N"
+    if result.checkpoint is not None and os.environ.get("RANK", "0") == "0":
+        print(f"trained {result.step} steps; model and training state in {result.checkpoint}")
+    return 0
+
+
+

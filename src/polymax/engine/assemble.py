@@ -1,0 +1,124 @@
+"""From a :class:`TrainConfig` to the pieces :func:`polymax.engine.train.fit` takes: the model (preset +
+overrides, optional initial weights), the augmented training set and the periodic evaluation.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from polymax.config import ModelConfig
+from polymax.engine.sampler import SeededDataset
+from polymax.engine.train_config import TrainConfig
+from polymax.errors import UserError
+
+
+def build_training_model(config: TrainConfig) -> nn.Module:
+    """The preset's model with the run's overrides. When the data set's classes differ from the preset's,
+    the model gets the data set's label space (new class head) — fine-tuning on your own classes.
+    The initial weights depend on ``config.seed`` only (every rank builds the same model)."""
+    import torch
+
+    from polymax.build import build_model, resolve_config
+    from polymax.data import dataset_info
+
+    options = config.model
+    overrides: dict[str, Any] = {}
+    if options.backbone_drop_path_keep is not None:
+        overrides["backbone__drop_path_keep"] = options.backbone_drop_path_keep
+    if options.decoder_drop_path_keep is not None:
+        overrides["kmax_decoder__drop_path_keep"] = options.decoder_drop_path_keep
+    if options.drop_query is not None:
+        overrides["kmax_decoder__drop_query"] = options.drop_query
+    if options.aux_semantic is not None:
+        overrides["task__aux_semantic"] = options.aux_semantic
+    if config.data.crop_size is not None:
+        overrides["crop_size"] = tuple(config.data.crop_size)
+    info = dataset_info(config.data.dataset, root=config.data.root)
+    if info.class_names != resolve_config(options.preset).dataset.class_names:
+        overrides["dataset"] = info
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(options.preset, **overrides)
+    if options.init:
+        load_matching_weights(model, options.init)
+    return model
+
+
+def load_matching_weights(model: nn.Module, directory: str) -> None:
+    """Copy every tensor of a saved model whose name and shape match (e.g. all but a re-sized class head)."""
+    from safetensors.torch import load_file
+
+    from polymax.pretrained import WEIGHTS_FILE
+
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise UserError(f"model.init: {path} does not exist; pass a folder written by save_pretrained")
+    source = load_file(str(path))
+    own = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise UserError(f"model.init: no tensor of {path} fits preset {model.config.preset!r}")
+    model.load_state_dict(matching, strict=False)
+    skipped = len(own) - len(matching)
+    print(f"initialised {len(matching)} tensors from {directory}" + (f" ({skipped} left as built)" if skipped else ""))
+
+
+def build_train_set(config: TrainConfig, model_config: ModelConfig) -> SeededDataset:
+    """The training split with the run's augmentation, indexed by (index, seed) stream entries."""
+    from polymax.data import build_dataset
+    from polymax.data.augment import TrainAugmentation
+
+    crop = tuple(config.data.crop_size or model_config.crop_size)
+    options = {"size": crop} if config.data.dataset == "synth" else {}
+    dataset = _checked_dataset(build_dataset, config.data.dataset, root=config.data.root, split=config.data.split,
+                               **options)
+    info, aug = model_config.dataset, config.augment
+    common = {"crop_size": crop, "thing_classes": info.thing_classes, "label_divisor": info.label_divisor,
+              "ignore_label": info.ignore_label}
+    if aug.enabled:
+        transform = TrainAugmentation(
+            min_scale=aug.min_scale, max_scale=aug.max_scale, scale_step=aug.scale_step,
+            resize_longer_side=aug.resize_longer_side,
+            autoaugment="simple" if aug.autoaugment_magnitude > 0 else None,
+            autoaugment_magnitude_scale=aug.autoaugment_magnitude, flip_prob=0.5 if aug.flip else 0.0,
+            copy_paste=aug.copy_paste, **common)
+    else:
+        transform = TrainAugmentation(flip_prob=0.0, **common)
+    return SeededDataset(dataset, transform, paste_source=aug.enabled and aug.copy_paste)
+
+
+def build_collate(model_config: ModelConfig):
+    from polymax.data.collate import collate
+
+    info = model_config.dataset
+    return partial(collate, ignore_label=info.ignore_label, label_divisor=info.label_divisor)
+
+
+def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device):
+    """``evaluate_fn(model) -> metrics`` on the evaluation split, or None when it has no such split."""
+    from polymax.data import build_dataset
+    from polymax.engine.evaluate import evaluate
+
+    crop = tuple(config.data.crop_size or model_config.crop_size)
+    options = {"size": crop, "num_samples": 16} if config.data.dataset == "synth" else {}
+    try:
+        dataset = build_dataset(config.data.dataset, root=config.data.root, split=config.data.eval_split, **options)
+    except UserError as error:
+        print(f"no periodic evaluation: {error}")
+        return None
+    return partial(evaluate, dataset=dataset, batch_size=1, device=device, precision=config.precision,
+                   max_batches=config.eval_batches)
+
+
+def _checked_dataset(build_dataset, name: str, **kwargs):
+    root = kwargs.get("root")
+    if root is not None and not Path(root).exists():
+        raise UserError(f"data root {root} does not exist; pass --data-root pointing at the {name} files")
+    dataset = build_dataset(name, **kwargs)
+    if len(dataset) == 0:
+        raise UserError(f"the {name} {kwargs.get('split')} split is empty (root: {root})")
+    return dataset

@@ -1,0 +1,59 @@
+"""What a run tells its user: a tqdm progress bar (loss, lr, it/s, ETA) and scalar logs.
+
+Scalars always go to ``OUT/scalars.jsonl`` (one JSON object per logged step; no dependency), and to
+TensorBoard under ``OUT/tb`` when the optional ``log`` extra (tensorboard) is installed. Without it the run
+says so once and carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def progress_bar(*, total: int, initial: int, enabled: bool) -> tqdm:
+    """Steps as the unit, so tqdm's rate and ETA are it/s and time to the last step."""
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                file=sys.stderr, desc="train")
+
+
+class ScalarLog:
+    """Append-only scalar log; a no-op on ranks other than 0 (``enabled=False``)."""
+
+    def __init__(self, out_dir: str | Path, *, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self._writer = None
+        self._jsonl = None
+        if not enabled:
+            return
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (out_dir / "scalars.jsonl").open("a")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print("tensorboard is not installed (pip install 'polymax[log]'); scalars go to "
+                      f"{out_dir / 'scalars.jsonl'} only", file=sys.stderr)
+            else:
+                self._writer = SummaryWriter(log_dir=str(out_dir / "tb"))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        finite = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        self._jsonl.write(json.dumps({"step": step, **finite}) + "\n")
+        self._jsonl.flush()
+        if self._writer is not None:
+            for name, value in finite.items():
+                self._writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._writer is not None:
+            self._writer.close()

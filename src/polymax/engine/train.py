@@ -1,0 +1,340 @@
+"""The training loop, written to be read top to bottom: batch → forward → losses → backward → step.
+
+:func:`fit` is the loop itself and takes ready-made pieces (model, criterion, data set), so it can be
+driven by any model that returns a :class:`~polymax.structures.Prediction`. :func:`train` is the
+command-line orchestrator: it builds those pieces from a :class:`TrainConfig` and calls :func:`fit`.
+
+Guarantees (tested in ``tests/engine``):
+* ``--resume`` is bit-identical: 2N steps straight and N steps + resume + N steps give identical weights and
+  optimiser state — the checkpoint holds model, optimiser, scheduler, every rank's RNG states and the data
+  stream position, and sample augmentation depends only on the sample's stream position.
+* A non-finite loss stops all ranks *before* the optimiser step and leaves the last checkpoint untouched.
+* SIGINT / SIGTERM finish the current step, write a checkpoint and return; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from polymax.engine import distributed
+from polymax.engine.checkpoint import (
+    LAST,
+    TrainingState,
+    capture_rng,
+    find_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from polymax.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
+from polymax.engine.reporting import ScalarLog, progress_bar
+from polymax.engine.sampler import SeededDataset, ShardedStream
+from polymax.engine.train_config import TrainConfig
+from polymax.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; training stopped without writing a checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    """step: optimiser steps done. checkpoint: the last checkpoint written. interrupted: the signal number
+    that stopped the run early (None when it ran to the end). last_loss / metrics: for scripts and tests."""
+
+    step: int
+    checkpoint: Path | None
+    interrupted: int | None
+    last_loss: float
+    losses: list[float]
+    metrics: dict[str, float]
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
+    """Build model, objective and data from ``config`` and run :func:`fit`. Under ``torchrun`` every rank
+    calls this; rank 0 prints, logs and writes."""
+    from polymax.engine.assemble import build_collate, build_evaluate_fn, build_train_set, build_training_model
+    from polymax.engine.criterion import build_criterion
+
+    context = distributed.setup(config.device)
+    try:
+        check_out_dir(Path(config.out_dir), resume=resume)
+        model = build_training_model(config)
+        _say(context, "resolved training config:\n" + config.to_yaml())
+        evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
+        return fit(config, model=model, criterion=build_criterion(model.config, config.loss),
+                   train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
+                   resume=resume, evaluate_fn=evaluate_fn, context=context)
+    finally:
+        distributed.teardown(context)
+
+
+def check_out_dir(out_dir: Path, *, resume: bool) -> None:
+    """Fail early with a clear message: unwritable folder, --resume without a checkpoint, or a run that
+    would silently overwrite an existing checkpoint."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to the output folder {out_dir}: {error.strerror or error}") from error
+    if resume:
+        find_checkpoint(out_dir)
+    elif (out_dir / LAST).exists():
+        raise UserError(f"{out_dir / LAST} already holds a checkpoint; pass --resume to continue that run or "
+                        "choose another --out")
+
+
+def fit(config: TrainConfig, *, model: nn.Module, criterion: Callable, train_set: SeededDataset,
+        collate_fn: Callable, resume: bool = False, evaluate_fn: Callable[[nn.Module], dict] | None = None,
+        context: distributed.DistributedContext | None = None) -> TrainResult:
+    """Train ``model`` (unwrapped, with ``.config``) for ``config.steps`` optimiser steps.
+
+    criterion(prediction, targets) → LossTerms; train_set[(index, seed)] → one augmented sample;
+    collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on rank 0.
+    """
+    context = context or distributed.DistributedContext()
+    out_dir = Path(config.out_dir)
+    device, micro_batches = context.device, config.data.accumulate
+    per_rank_batch = config.data.batch_size // (context.world_size * micro_batches)
+    if per_rank_batch * context.world_size * micro_batches != config.data.batch_size:
+        raise UserError(f"batch size {config.data.batch_size} does not split into {context.world_size} ranks × "
+                        f"{micro_batches} micro-batches")
+    seed_everything(config.seed + context.rank)  # distinct drop-path masks per rank
+    model.to(device)
+    optimizer, schedule = build_optimizer(
+        model, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+        backbone_lr_multiplier=config.optim.backbone_lr_multiplier, betas=(config.optim.beta1, config.optim.beta2),
+        eps=config.optim.eps, warmup_steps=config.optim.warmup_steps, total_steps=config.steps,
+        power=config.optim.poly_power)
+    generators = _random_generators(criterion)
+
+    step, rng_to_restore = 0, None
+    if resume:
+        state = load_checkpoint(find_checkpoint(out_dir), model=model)
+        load_optimizer_state(optimizer, state.optimizer)
+        step = state.step
+        if len(state.rng) == context.world_size:
+            rng_to_restore = state.rng[context.rank]
+        else:  # a different number of ranks: reproducible, though no longer identical to an uninterrupted run
+            seed_everything(config.seed + context.rank + 7919 * step)
+        _say(context, f"resumed from {out_dir / LAST} at step {step}")
+    if step >= config.steps:
+        _say(context, f"nothing to do: the checkpoint is at step {step} and --steps is {config.steps}")
+    train_model = distributed.wrap_model(model, context, sync_bn=config.sync_bn)
+    batches = iter(_loader(train_set, collate_fn, config=config, context=context, per_rank_batch=per_rank_batch,
+                           start_micro_step=step * micro_batches))
+    if rng_to_restore is not None:
+        restore_rng(rng_to_restore, generators)  # last, so that nothing above consumes the restored streams
+
+    log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard)
+    bar = progress_bar(total=config.steps, initial=step, enabled=context.is_main and config.progress)
+    losses: list[float] = []
+    metrics: dict[str, float] = {}
+    checkpoint: Path | None = None
+    with StopRequest() as stop:
+        while step < config.steps:
+            # Warm-up, then polynomial decay, evaluated at the global step.
+            lr = set_learning_rate(optimizer, schedule(step))
+
+            # Forward and backward over the micro-batches; DDP all-reduces gradients on the last one only.
+            train_model.train()
+            loss_sum = torch.zeros((), device=device)
+            for micro_step in range(micro_batches):
+                batch = to_device(next(batches), device)
+                last_micro_step = micro_step == micro_batches - 1
+                with nullcontext() if last_micro_step or not context.enabled else train_model.no_sync():
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                        prediction = train_model(batch.images)
+                    # Losses in float32: softmaxes over many clusters and dice sums lose too much in bf16.
+                    terms = _losses(criterion, to_float(prediction), batch.targets, step=step + 1, out_dir=out_dir)
+                    (terms.total / micro_batches).backward()
+                loss_sum += terms.total.detach()
+
+            # All ranks agree on the loss and on a stop request, then step (or stop) together.
+            loss, stop_requested = distributed.mean_and_any(context, loss_sum / micro_batches, stop.signal is not None)
+            if not math.isfinite(loss):
+                bar.close()
+                raise _diverged(f"the loss became {loss}", step=step + 1, out_dir=out_dir)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(loss)
+
+            # Report, evaluate, checkpoint.
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                log.scalars(step, {"loss/total": loss, "lr": lr,
+                                   **{f"loss/{k}": v for k, v in terms.to_floats().items() if k != "total_loss"}})
+            done = step == config.steps or stop_requested
+            if evaluate_fn is not None and ((config.eval_every and step % config.eval_every == 0) or done):
+                metrics = _evaluate_on_main(context, evaluate_fn, model, generators)
+                log.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+                _say(context, f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), bar)
+            if done or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                checkpoint = _save(context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
+                                   step=step, config=config, generators=generators)
+            if stop_requested:
+                break
+    bar.close()
+    log.close()
+    interrupted = None
+    if step < config.steps:  # stopped early: by our own signal, or by one that reached another rank
+        interrupted = stop.signal or signal.SIGTERM
+        _say(context, f"stopped by {signal.Signals(interrupted).name} at step {step}; checkpoint saved to "
+                      f"{checkpoint}. Continue with the same command and --resume.")
+    return TrainResult(step=step, checkpoint=checkpoint, interrupted=interrupted,
+                       last_loss=losses[-1] if losses else math.nan, losses=losses, metrics=metrics)
+
+
+def _diverged(what: str, *, step: int, out_dir: Path) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"{what} at step {step}; stopped without saving. The last good checkpoint ({out_dir / LAST}) is "
+        "untouched; resume from it with a lower learning rate (--set optim.lr=...) or --set precision=fp32")
+
+
+def _losses(criterion, prediction, targets, *, step: int, out_dir: Path):
+    """criterion(prediction, targets), with a clear stop when the weights have diverged: non-finite logits
+    make the Hungarian matching itself fail (scipy rejects the cost matrix) before any loss exists."""
+    try:
+        return criterion(prediction, targets)
+    except ValueError:
+        if torch.isfinite(prediction.mask_logits).all():
+            raise
+        raise _diverged("the model's outputs became non-finite", step=step, out_dir=out_dir) from None
+
+
+def _save(context: distributed.DistributedContext, directory: Path, *, model: nn.Module, optimizer, schedule,
+          step: int, config: TrainConfig, generators: dict[str, torch.Generator]) -> Path:
+    """Every rank contributes its RNG state; rank 0 writes."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise _diverged("the weights became non-finite", step=step, out_dir=directory.parent)
+    rng = distributed.gather_objects(context, capture_rng(generators))
+    if context.is_main:
+        state = TrainingState(step=step, samples_seen=step * config.data.batch_size, optimizer=optimizer.state_dict(),
+                              scheduler=schedule.describe(), rng=rng, config=config.to_dict())
+        save_checkpoint(directory, model=model, state=state, config_yaml=config.to_yaml())
+    distributed.barrier(context)
+    return directory
+
+
+def _evaluate_on_main(context, evaluate_fn, model: nn.Module, generators) -> dict[str, float]:
+    """Evaluate on rank 0 with the RNG streams put back afterwards, so evaluation never changes training."""
+    metrics: dict[str, float] = {}
+    if context.is_main:
+        saved = capture_rng(generators)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            metrics = evaluate_fn(model)
+        model.train(was_training)
+        restore_rng(saved, generators)
+    distributed.barrier(context)
+    return metrics
+
+
+def _loader(train_set, collate_fn, *, config: TrainConfig, context, per_rank_batch: int, start_micro_step: int):
+    stream = ShardedStream(len(train_set), per_rank_batch=per_rank_batch, rank=context.rank,
+                           world_size=context.world_size, seed=config.seed, start_micro_step=start_micro_step)
+    workers = config.data.workers
+    # Own generator: creating the loader must not consume the global torch stream (drop path, losses).
+    return torch.utils.data.DataLoader(
+        train_set, batch_size=per_rank_batch, sampler=stream, collate_fn=collate_fn, num_workers=workers,
+        worker_init_fn=_ignore_sigint if workers else None, persistent_workers=workers > 0,
+        pin_memory=context.device.type == "cuda", generator=torch.Generator().manual_seed(config.seed))
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; loader workers must keep serving until the main process has
+    # finished its step and saved, then it shuts them down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _random_generators(criterion: Any) -> dict[str, torch.Generator]:
+    """Private torch.Generators of the criterion (e.g. for pixel sampling), saved with the checkpoint."""
+    found = {}
+    modules = criterion.named_modules() if isinstance(criterion, nn.Module) else [("", criterion)]
+    for prefix, module in modules:
+        for name, value in vars(module).items():
+            if isinstance(value, torch.Generator):
+                found[f"criterion.{prefix}.{name}".replace("..", ".")] = value
+    return found
+
+
+class StopRequest:
+    """Turns the first SIGINT / SIGTERM into a request (``.signal``) that the loop honours after the current
+    step; a second SIGINT raises KeyboardInterrupt immediately. Handlers are restored on exit."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
+              "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (nested) dataclass batch to ``device``."""
+    return _map_tensors(batch, lambda t: t.to(device, non_blocking=True))
+
+
+def to_float(prediction: Any) -> Any:
+    """Cast the floating-point tensors of a Prediction (and its aux list) to float32."""
+    return _map_tensors(prediction, lambda t: t.float() if t.is_floating_point() else t)
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    import dataclasses
+
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_tensors(v, fn) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _map_tensors(getattr(value, f.name), fn) for f in dataclasses.fields(value)
+                   if f.init}
+        return dataclasses.replace(value, **changes)
+    return value
+
+
+def _say(context: distributed.DistributedContext, message: str, bar=None) -> None:
+    if context.is_main:
+        (bar.write if bar is not None else print)(message)
