@@ -52,11 +52,14 @@ def evaluate(model: nn.Module, *, dataset: Sequence, batch_size: int = 1, device
 
     from polymax.build import build_postprocessor
     from polymax.data.collate import collate
+    from polymax.model.heads.semantic import semantic_map
 
     config = model.config
     info = config.dataset
     metrics = build_metrics(config)
-    postprocess = build_postprocessor(config) if {"panoptic", "semantic"} & metrics.keys() else None
+    # Panoptic models go through mask-wise merging (semantic map from its threshold-free pass); PolyMaX
+    # semantic models (K = C) and the per-pixel baseline read the class map as argmax over K.
+    postprocess = build_postprocessor(config) if "panoptic" in metrics else None
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False,
         collate_fn=lambda samples: collate(samples, ignore_label=info.ignore_label, label_divisor=info.label_divisor))
@@ -75,9 +78,11 @@ def evaluate(model: nn.Module, *, dataset: Sequence, batch_size: int = 1, device
                                   tuple(images.shape[-2:]))
             semantic = _nearest(torch.stack([r.semantic for r in results]), raw_size)
             metrics["semantic"].update(semantic.cpu(), targets.semantic)
-            if "panoptic" in metrics:
-                panoptic = _nearest(torch.stack([r.panoptic for r in results]), raw_size)
-                metrics["panoptic"].update(panoptic.cpu(), targets.panoptic, targets.crowd)
+            panoptic = _nearest(torch.stack([r.panoptic for r in results]), raw_size)
+            metrics["panoptic"].update(panoptic.cpu(), targets.panoptic, targets.crowd)
+        elif "semantic" in metrics:
+            semantic = _nearest(semantic_map(prediction, tuple(images.shape[-2:])), raw_size)
+            metrics["semantic"].update(semantic.cpu(), targets.semantic)
         if "depth" in metrics:
             metrics["depth"].update(_dense(prediction.depth, images, raw_size).cpu(), targets.depth)
         if "normals" in metrics:
