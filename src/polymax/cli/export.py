@@ -1,0 +1,59 @@
+"""``polymax export onnx --model DIR --out FILE [--height H --width W | --dynamic]``: write an ONNX graph.
+
+The graph is the network only (see :mod:`polymax.export.onnx` for its inputs, outputs and geometry);
+``polymax predict --onnx FILE`` runs it with the same pre- and post-processing as a PyTorch model.
+``--check`` runs the graph in onnxruntime next to PyTorch on one input and prints the largest difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "export a model (ONNX)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("format", choices=("onnx",), help="export format")
+    parser.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    parser.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument("--height", type=int, help="static input height (default: the preset's crop size)")
+    parser.add_argument("--width", type=int, help="static input width (default: the preset's crop size)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="any batch size and any input size of the form 32k+1 (padding done by the caller)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                        help="torch.onnx exporter (default torchscript; dynamo needs onnxscript and is slower)")
+    parser.add_argument("--check", action="store_true",
+                        help="compare onnxruntime with PyTorch on one input and print the max abs difference")
+
+
+def run(args: argparse.Namespace) -> int:
+    from polymax.export.onnx import export_onnx
+    from polymax.pretrained import load_model
+
+    model = load_model(args.model)
+    result = export_onnx(model, args.out, height=args.height, width=args.width, dynamic=args.dynamic,
+                         opset=args.opset, exporter=args.exporter)
+    geometry = "dynamic (B, 3, 32k+1, 32k+1)" if result.input_size is None else \
+        f"(1, 3, {result.input_size[0]}, {result.input_size[1]})"
+    print(f"wrote {result.path}: images {geometry} → {', '.join(result.outputs)}")
+    if args.check:
+        difference = parity(model, result)
+        print("onnxruntime vs PyTorch, max abs difference: "
+              + ", ".join(f"{name} {value:.2e}" for name, value in difference.items()))
+    return 0
+
+
+def parity(model, result) -> dict[str, float]:
+    """Max abs difference per output between onnxruntime and PyTorch on one random input."""
+    import torch
+
+    from polymax.export.onnx import OnnxRunner
+    from polymax.model.kmax import padded_size
+
+    size = result.input_size or padded_size(tuple(model.config.crop_size))
+    images = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255
+    exported = OnnxRunner(result.path).run_arrays(images)
+    with torch.no_grad():
+        reference = model.eval()(images)
+    return {name: float((exported[name] - getattr(reference, name)).abs().max()) for name in result.outputs}

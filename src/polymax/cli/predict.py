@@ -1,0 +1,102 @@
+"""``polymax predict INPUT... --model DIR --out OUT``: run a model on your images and write its outputs.
+
+INPUT may be image files, folders (searched recursively) and glob patterns (quote them). Each image is
+predicted at the model's evaluation geometry and mapped back to its own size; the files written per image are
+listed in :mod:`polymax.engine.outputs`. A missing or unreadable input is reported with its name and skipped;
+the run ends with a summary and exit status 1 if any input failed (2 for a bad model or option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "run a model on your images and write pictures and label maps"
+
+EPILOG = """files per image NAME (at the image's size): NAME_semantic.png (16-bit class ids), NAME_semantic_color.png,
+NAME_panoptic.png (16-bit segment ids) + NAME_segments.json (COCO-panoptic segments_info), NAME_panoptic_color.png,
+NAME_depth.png (16-bit millimetres), NAME_depth_color.png, NAME_normals.png (RGB = (n+1)/2), NAME_probabilities.png;
+with --npy also NAME_depth.npy, NAME_normals.npy, NAME_probabilities.npy. Only the model's tasks are written.
+Grayscale images are repeated into RGB; the alpha channel of RGBA images is dropped."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or quoted glob patterns")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
+    source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx` (runs on CPU)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs (created)")
+    parser.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--resize", choices=("fit", "none"), default="fit",
+                        help="fit: resize into the model's geometry, as in evaluation (default); none: keep the "
+                             "image size (only padded)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                        help="geometry for --resize fit (default: the preset's crop size)")
+    parser.add_argument("--probabilities", action="store_true", help="also write the per-cluster probability maps")
+    parser.add_argument("--npy", action="store_true", help="also write depth / normals / probabilities as .npy")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from polymax.engine.images_io import collect_inputs, load_rgb
+    from polymax.engine.outputs import write_outputs
+    from polymax.engine.predict import Predictor
+    from polymax.errors import UserError
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    found = collect_inputs(args.inputs)
+    if not found.images:
+        raise UserError("no images to predict: " + "; ".join(found.problems))
+    options = {"batch_size": args.batch_size, "resize": args.resize, "size": tuple(args.size) if args.size else None}
+    if args.onnx:
+        if args.device not in ("auto", "cpu"):
+            raise UserError(f"--onnx runs on the CPU (onnxruntime); drop --device {args.device}")
+        predictor = Predictor.from_onnx(args.onnx, **options)
+    else:
+        from polymax.pretrained import load_model
+        predictor = Predictor(load_model(args.model), device=args.device, **options)
+    out_dir = Path(args.out)
+
+    failures = list(found.problems)
+    succeeded = 0
+    bar = tqdm(total=len(found.images), unit="image", desc="predict", disable=args.no_progress, file=sys.stderr)
+    for start in range(0, len(found.images), args.batch_size):
+        chunk, arrays = [], []
+        for item in found.images[start: start + args.batch_size]:
+            try:
+                arrays.append(load_rgb(item.path))
+                chunk.append(item)
+            except UserError as error:
+                failures.append(str(error))
+                bar.write(f"skipped: {error}", file=sys.stderr)
+                bar.update(1)
+        if not chunk:
+            continue
+        results = predictor.predict_batch(arrays, probabilities=args.probabilities)
+        for item, result in zip(chunk, results):
+            try:
+                write_outputs(result, config=predictor.config, out_dir=out_dir, name=item.name,
+                              source=str(item.path), npy=args.npy)
+                succeeded += 1
+            except UserError as error:
+                failures.append(f"{item.path}: {error}")
+                bar.write(f"failed: {item.path}: {error}", file=sys.stderr)
+            bar.update(1)
+    bar.close()
+
+    total = len(found.images) + len(found.problems)
+    print(f"predicted {succeeded} of {total} input(s); outputs in {out_dir}")
+    if failures:
+        print(f"{len(failures)} input(s) failed:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0

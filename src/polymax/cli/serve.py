@@ -1,0 +1,38 @@
+"""``polymax serve --model DIR``: a local web page where you upload an image and see the model's predictions.
+
+Listens on 127.0.0.1 (this machine only) unless ``--host`` says otherwise; Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "start a local web page for predictions"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
+    source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx`")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from polymax.engine.predict import Predictor
+    from polymax.errors import UserError
+    from polymax.serve.app import serve
+
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be 0..65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise UserError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.onnx:
+        predictor = Predictor.from_onnx(args.onnx)
+    else:
+        predictor = Predictor.from_pretrained(args.model, device=args.device)
+    serve(predictor, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    return 0

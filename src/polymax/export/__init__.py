@@ -1,0 +1,1 @@
+"""Export of polymax models to deployment formats (ONNX: :mod:`polymax.export.onnx`)."""

@@ -1,0 +1,157 @@
+"""`polymax serve`: the upload page over real HTTP on 127.0.0.1, and end to end in a headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import re
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import polymax
+from polymax.engine.predict import Predictor
+from polymax.serve.app import make_server
+
+KEEP_ALL = dict(postprocess__pixel_confidence=0.0, postprocess__thing_confidence=0.0,
+                postprocess__stuff_confidence=0.0, postprocess__overlap=0.0, postprocess__thing_area_limit=0,
+                postprocess__stuff_area_limit=0)
+UPLOAD_LIMIT = 200_000
+
+
+@pytest.fixture(scope="module")
+def server():
+    torch.manual_seed(0)
+    predictor = Predictor(polymax.build_model("kmax_tiny_test", **KEEP_ALL))
+    httpd = make_server(predictor, port=0, max_upload_bytes=UPLOAD_LIMIT)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the server thread must stop on shutdown"
+
+
+def _png(height=48, width=72) -> bytes:
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[: height // 2] = (200, 180, 150)
+    image[:, width // 3:] += np.uint8(40)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _request(server, method, path, body=b"", headers=None):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    payload = response.read().decode()
+    connection.close()
+    return response.status, payload
+
+
+def _multipart(data: bytes, filename="photo.png", field="image"):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_bound_to_loopback(server):
+    assert server.server_address[0] == "127.0.0.1"
+
+
+def test_page_has_an_upload_form(server):
+    status, page = _request(server, "GET", "/")
+    assert status == 200
+    assert 'enctype="multipart/form-data"' in page and 'type="file"' in page
+    assert "kmax_tiny_test" in page
+    assert _request(server, "GET", "/elsewhere")[0] == 404
+
+
+def test_upload_returns_the_pictures_side_by_side(server):
+    status, page = _request(server, "POST", "/predict", *_multipart(_png()))
+    assert status == 200
+    figures = dict(re.findall(r'<figure id="([\w-]+)">.*?src="data:image/png;base64,([^"]+)"', page))
+    assert set(figures) == {"input", "pred-panoptic_color", "pred-semantic_color"}
+    panoptic = Image.open(io.BytesIO(base64.b64decode(figures["pred-panoptic_color"])))
+    assert panoptic.width >= 72 and panoptic.height >= 48, "the picture keeps the upload's size (+ legend)"
+    assert "photo.png" in page
+
+
+def test_bad_uploads_get_a_clear_message(server):
+    status, page = _request(server, "POST", "/predict", *_multipart(b"GIF89a garbage", filename="bad.gif"))
+    assert status == 400 and "bad.gif: not a readable image" in page
+    status, page = _request(server, "POST", "/predict", *_multipart(_png(), field="other"))
+    assert status == 400 and "no &#x27;image&#x27; file field" in page
+
+
+def test_oversized_upload_is_refused_before_reading(server):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection.putrequest("POST", "/predict")
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(10 * UPLOAD_LIMIT))
+    connection.endheaders()                      # no body sent: the server must answer from the headers alone
+    response = connection.getresponse()
+    assert response.status == 413
+    assert str(UPLOAD_LIMIT) in response.read().decode()
+    connection.close()
+
+
+def _browser_paths() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists()
+                                              else None)
+    if not chromium or not driver:
+        pytest.skip("chromium and chromium-driver are not installed")
+    return chromium, driver
+
+
+@pytest.mark.browser
+def test_upload_in_a_headless_browser(server, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, driver_path = _browser_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    image_path = tmp_path / "room.png"
+    image_path.write_bytes(_png(96, 144))
+    # An explicit driver path: selenium must not look for or download a driver.
+    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        host, port = server.server_address[:2]
+        browser.get(f"http://{host}:{port}/")
+        assert "polymax" in browser.title
+        browser.find_element(By.ID, "image").send_keys(str(image_path))
+        browser.find_element(By.ID, "submit").click()
+        shown = expected_conditions.presence_of_element_located((By.ID, "pred-semantic_color"))
+        WebDriverWait(browser, 60).until(shown)
+        sizes = browser.execute_script(
+            "return Array.from(document.querySelectorAll('figure img')).map(i => [i.complete, i.naturalWidth]);")
+        assert len(sizes) == 3 and all(done and width > 0 for done, width in sizes), sizes
+        tops = browser.execute_script(
+            "return Array.from(document.querySelectorAll('figure')).map(f => f.getBoundingClientRect().top);")
+        assert max(tops) - min(tops) < 5, "the pictures stand side by side"
+        screenshot = tmp_path / "served_page.png"
+        browser.save_screenshot(str(screenshot))
+        assert Image.open(screenshot).size[0] > 0
+    finally:
+        browser.quit()
