@@ -11,6 +11,11 @@ block's 1×1 conv plays that role. The BatchNorms replace the usual 1/sqrt(d) te
 
 Relative positional tables hold 2·255 − 1 = 509 rows shared by all heads; query l and key m use row
 (m − l) + 254. Distances beyond ±254 (axes longer than 255) share the outermost rows, as in deeplab2.
+
+Inference fast path (eval mode; the same result to float rounding): the three BNs on the logits and the
+two on the outputs are fixed per-channel affines there, so their scales go onto q, k, v (or the retrieved
+table term) and their shifts are summed. That removes the (N, 3, h, L, L) and (N, 2, h, d_v, L) stacks and
+their BN passes, about half of the attention's own time on a CPU (the qkv projection excluded).
 """
 
 from __future__ import annotations
@@ -72,9 +77,17 @@ class AxialAttention(nn.Module):
         q = q.reshape(n, h, dk, length)
         k = k.reshape(n, h, dk, length)
         v = v.reshape(n, h, dv, length)
+        if not self.training:
+            return self._attend_folded(q, k, v)
+        return self._attend(q, k, v)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Training computation: BN statistics per term and head, as deeplab2 computes them."""
+        n, h, dk, length = q.shape
+        dv = v.shape[2]
 
         # Gather the relative tables for this length: (L, L, d); row l, column m is distance m − l.
-        index = relative_index(length, x.device).flatten()
+        index = relative_index(length, q.device).flatten()
         r_q = self.query_rpe.index_select(0, index).view(length, length, dk)
         r_k = self.key_rpe.index_select(0, index).view(length, length, dk)
         r_v = self.value_rpe.index_select(0, index).view(length, length, dv)
@@ -91,6 +104,38 @@ class AxialAttention(nn.Module):
         out = torch.stack((retrieved_value, retrieved_rpe), dim=1)          # (N, 2, h, dv, L)
         out = self.bn_retrieved(out.view(n, 2 * self.value_depth, length))
         return out.view(n, 2, self.value_depth, length).sum(dim=1)          # (N, h·dv, L)
+
+    def _attend_folded(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Eval-mode computation with the five attention BNs folded (module docstring); same tables."""
+        n, h, dk, length = q.shape
+        dv = v.shape[2]
+        index = relative_index(length, q.device).flatten()
+        r_q = self.query_rpe.index_select(0, index).view(length, length, dk)
+        r_k = self.key_rpe.index_select(0, index).view(length, length, dk)
+        r_v = self.value_rpe.index_select(0, index).view(length, length, dv)
+
+        sim_scale, sim_shift = _bn_affine(self.bn_similarity)               # (3h,), channel = term·h + head
+        s_content, s_query, s_key = sim_scale.view(3, h, 1, 1)
+        logits = torch.einsum("nhdl,nhdm->nhlm", q * s_content, k)
+        logits += torch.einsum("nhdl,lmd->nhlm", q * s_query, r_q)
+        logits += torch.einsum("nhdm,lmd->nhlm", k * s_key, r_k)
+        logits += sim_shift.view(3, h).sum(dim=0).view(h, 1, 1)
+        weights = logits.softmax(dim=-1)                                    # (N, h, L, L)
+
+        out_scale, out_shift = _bn_affine(self.bn_retrieved)                # (2·Dv,), channel = term·Dv + head·dv + c
+        s_value, s_rpe = out_scale.view(2, h, dv, 1)
+        out = torch.einsum("nhlm,nhdm->nhdl", weights, v * s_value)         # (N, h, dv, L)
+        out += torch.einsum("nhlm,lmd->nhdl", weights, r_v) * s_rpe
+        out += out_shift.view(2, h, dv).sum(dim=0).unsqueeze(-1)
+        return out.reshape(n, h * dv, length)
+
+
+def _bn_affine(norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """(scale, shift) of an eval-mode BatchNorm: y = scale·x + shift per channel."""
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        raise TypeError("the attention's similarity / retrieval norms must be BatchNorms")
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    return scale, norm.bias - norm.running_mean * scale
 
 
 class AxialAttention2D(nn.Module):
