@@ -28,7 +28,9 @@ def build_criterion(model_config: ModelConfig, loss: LossOptions) -> nn.Module:
                               instance_discrimination=loss.inst_disc_weight, semantic=loss.semantic_weight)
     options = dict(weights=weights, inst_disc_k=loss.inst_disc_samples,
                    inst_disc_sample_temperature=loss.inst_disc_temperature, semantic_top_k=loss.semantic_top_k,
-                   semantic_sample_k=loss.semantic_samples)
+                   semantic_sample_k=loss.semantic_samples,
+                   semantic_small_instance_area=loss.semantic_small_instance_area,
+                   semantic_small_instance_weight=loss.semantic_small_instance_weight)
     if kind == "semantic":
         # PolyMaX semantic: K = C queries, query i is class i (fixed matching instead of Hungarian).
         from polymax.losses.polymax_criterion import SemanticCriterion

@@ -103,6 +103,8 @@ class LossOptions:
     semantic_weight: float = 1.0
     semantic_top_k: float = 1.0
     semantic_samples: int = 0
+    semantic_small_instance_area: int = 0
+    semantic_small_instance_weight: float = 1.0
 
 
 @dataclass

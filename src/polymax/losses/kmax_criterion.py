@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from polymax.losses.instance_discrimination import instance_discrimination_loss
 from polymax.losses.mask_id import mask_id_cross_entropy
 from polymax.losses.pq_style import pq_class_term, pq_dice_term
-from polymax.losses.semantic import semantic_loss
+from polymax.losses.semantic import semantic_loss, small_instance_weights
 from polymax.losses.targets import MaskTargets, prepare_mask_targets
 from polymax.losses.terms import LossTerms
 from polymax.matching import MatchResult, fixed_match, hungarian_match
@@ -79,6 +79,9 @@ class KMaXCriterion(nn.Module):
         mask_id_top_k, semantic_top_k: fraction of the hardest pixels kept (1.0; Cityscapes semantic 0.2).
         semantic_sample_k, semantic_sample_temperature: Gumbel-top-k sub-sampling of the semantic loss; 0 (off)
             is deeplab2's released behaviour, 4096 / 2.0 the paper's.
+        semantic_small_instance_area, semantic_small_instance_weight: thing instances under this many pixels
+            weigh ``weight`` in the semantic loss when the targets carry no weights of their own (Cityscapes:
+            4096 px, ×3; 0 = off).
         matching: "hungarian" (kMaX) or "fixed" (query i ↔ class i, K = C).
         generator: source of the sampling noise; the engine may set ``criterion.generator`` and checkpoint its
             state. None uses torch's global generator.
@@ -89,6 +92,7 @@ class KMaXCriterion(nn.Module):
                  focal_alpha: float = 0.75, inst_disc_k: int = 4096, inst_disc_sample_temperature: float = 1.5,
                  inst_disc_logit_temperature: float = 0.3, mask_id_top_k: float = 1.0, semantic_top_k: float = 1.0,
                  semantic_sample_k: int = 0, semantic_sample_temperature: float = 2.0,
+                 semantic_small_instance_area: int = 0, semantic_small_instance_weight: float = 1.0,
                  matching: Literal["hungarian", "fixed"] = "hungarian",
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -108,6 +112,8 @@ class KMaXCriterion(nn.Module):
         self.semantic_top_k = semantic_top_k
         self.semantic_sample_k = semantic_sample_k
         self.semantic_sample_temperature = semantic_sample_temperature
+        self.small_instance_area = semantic_small_instance_area
+        self.small_instance_weight = semantic_small_instance_weight
         self.matching = matching
         self.generator = generator
 
@@ -189,7 +195,12 @@ class KMaXCriterion(nn.Module):
         if self.semantic_sample_k > 0:
             size = tuple(semantic_logits.shape[-2:])
             sampling_targets = mask_targets if size == mask_targets.size else self.prepare_targets(targets, size)
-        return semantic_loss(semantic_logits, targets.semantic, targets.semantic_weight,
+        weight = targets.semantic_weight
+        if weight is None and self.small_instance_area > 0 and targets.panoptic is not None:
+            weight = small_instance_weights(targets.panoptic, thing_classes=self.thing_classes,
+                                            label_divisor=self.label_divisor, max_area=self.small_instance_area,
+                                            weight=self.small_instance_weight)
+        return semantic_loss(semantic_logits, targets.semantic, weight,
                              ignore_label=self.ignore_label, top_k_percent=self.semantic_top_k,
                              sample_k=self.semantic_sample_k, sampling_targets=sampling_targets,
                              sample_temperature=self.semantic_sample_temperature, generator=generator)

@@ -7,6 +7,8 @@ paper and its PyTorch port use (K = 4096, τ = 2.0): pixels of small masks are f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -43,3 +45,23 @@ def semantic_loss(semantic_logits: Tensor, semantic: Tensor, weight: Tensor | No
         index = gumbel_top_k(sampling_logits(sampling_targets, sample_temperature), sample_k, generator)
         losses = losses.gather(1, index)
     return average_nonzero(losses, top_k_percent)
+
+
+def small_instance_weights(panoptic: Tensor, *, thing_classes: Sequence[int], label_divisor: int, max_area: int,
+                           weight: float) -> Tensor:
+    """Per-pixel semantic-loss weights of deeplab2's Cityscapes recipe: ``weight`` on every pixel of a thing
+    instance covering fewer than ``max_area`` pixels, 1 elsewhere.
+
+    panoptic: (B, H, W) int64 class * label_divisor + instance (instance 0 = stuff or crowd, never up-weighted).
+    Returns (B, H, W) float32.
+    """
+    weights = torch.ones(panoptic.shape, dtype=torch.float32, device=panoptic.device)
+    classes, instances = panoptic // label_divisor, panoptic % label_divisor
+    things = torch.as_tensor(tuple(thing_classes), dtype=panoptic.dtype, device=panoptic.device)
+    is_instance = torch.isin(classes, things) & (instances > 0)
+    for index in range(panoptic.shape[0]):
+        pixels = is_instance[index]
+        _, inverse, counts = torch.unique(panoptic[index][pixels], return_inverse=True, return_counts=True)
+        small = counts[inverse] < max_area
+        weights[index][pixels] = torch.where(small, torch.full_like(small, weight, dtype=torch.float32), 1.0)
+    return weights
