@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-from polymax.config import BackboneConfig, HeadConfig, KMaXDecoderConfig, ModelConfig, PixelDecoderConfig, TaskConfig
+from polymax.config import BackboneConfig, HeadConfig, KMaXDecoderConfig, ModelConfig, TaskConfig
 
 BACKBONES = {"r50": "resnet50", "convnext_tiny": "convnext_tiny", "convnext_small": "convnext_small",
              "convnext_base": "convnext_base", "convnext_large": "convnext_large"}
@@ -83,19 +83,18 @@ def polymax(short_backbone: str, dataset: str, kind: str) -> ModelConfig:
 def polymax_tiny_synth(kind: str) -> ModelConfig:
     """The CPU-sized synthetic-room model of ``polymax_tiny_synth_panoptic`` with a PolyMaX task head."""
     from polymax.data.synthetic import SYNTH_INFO, SYNTH_MAX_DEPTH, SYNTH_MIN_DEPTH
+    from polymax.presets import SYNTH_BACKBONE, SYNTH_CROP, SYNTH_HEAD, SYNTH_PIXEL_DECODER, synth_kmax_decoder
 
     task, queries = _task(kind, num_classes=SYNTH_INFO.num_classes, depth_range=(SYNTH_MIN_DEPTH, SYNTH_MAX_DEPTH))
     return ModelConfig(
         preset=f"polymax_tiny_synth_{kind}",
-        backbone=BackboneConfig(name="resnet_tiny", drop_path_keep=1.0, width=16),
-        pixel_decoder=PixelDecoderConfig(dims=(128, 64, 32, 16), num_blocks=(1, 2, 1, 1), num_heads=4,
-                                         block_types=("axial", "axial", "bottleneck", "bottleneck")),
-        kmax_decoder=KMaXDecoderConfig(num_queries=queries, num_layers=(2, 2, 2), hidden=128, num_heads=4, ffn=256,
-                                       drop_path_keep=1.0),
-        head=HeadConfig(pixel_head_channels=64, mask_dim=64),
+        backbone=SYNTH_BACKBONE,
+        pixel_decoder=SYNTH_PIXEL_DECODER,
+        kmax_decoder=synth_kmax_decoder(queries),
+        head=SYNTH_HEAD,
         dataset=SYNTH_INFO,
         task=task,
-        crop_size=(129, 129),
+        crop_size=SYNTH_CROP,
     )
 
 

@@ -110,22 +110,34 @@ def kmax_tiny_test() -> ModelConfig:
     )
 
 
+# The trunk of every ``polymax_tiny_synth_*`` preset: three kMaX layers (one per stride) on a small
+# ResNet and pixel decoder, sized so that the demo trains all four tasks on a 2-core CPU in minutes.
+SYNTH_BACKBONE = BackboneConfig(name="resnet_tiny", drop_path_keep=1.0, width=16)
+SYNTH_PIXEL_DECODER = PixelDecoderConfig(dims=(64, 32, 16, 8), num_blocks=(1, 1, 1, 1), num_heads=2,
+                                         block_types=("axial", "axial", "bottleneck", "bottleneck"))
+SYNTH_HEAD = HeadConfig(pixel_head_channels=32, mask_dim=32)
+SYNTH_CROP = (65, 65)
+
+
+def synth_kmax_decoder(num_queries: int) -> KMaXDecoderConfig:
+    return KMaXDecoderConfig(num_queries=num_queries, num_layers=(1, 1, 1), hidden=64, num_heads=4, ffn=128,
+                             drop_path_keep=1.0)
+
+
 def polymax_tiny_synth_panoptic() -> ModelConfig:
     """kMaX panoptic segmentation on the built-in synthetic rooms (6 classes, 3 of them things); trains on a CPU."""
     from polymax.data.synthetic import SYNTH_INFO
     return ModelConfig(
         preset="polymax_tiny_synth_panoptic",
-        backbone=BackboneConfig(name="resnet_tiny", drop_path_keep=1.0, width=16),
-        pixel_decoder=PixelDecoderConfig(dims=(128, 64, 32, 16), num_blocks=(1, 2, 1, 1), num_heads=4,
-                                         block_types=("axial", "axial", "bottleneck", "bottleneck")),
-        kmax_decoder=KMaXDecoderConfig(num_queries=16, num_layers=(2, 2, 2), hidden=128, num_heads=4, ffn=256,
-                                       drop_path_keep=1.0),
-        head=HeadConfig(pixel_head_channels=64, mask_dim=64),
+        backbone=SYNTH_BACKBONE,
+        pixel_decoder=SYNTH_PIXEL_DECODER,
+        kmax_decoder=synth_kmax_decoder(16),
+        head=SYNTH_HEAD,
         dataset=SYNTH_INFO,
         # Small images: area limits scaled down from COCO's; thresholds as ADE20K (no class prior yet).
         postprocess=replace(POSTPROCESS["ade20k"], thing_area_limit=16, stuff_area_limit=64),
         task=TaskConfig(kind="panoptic", aux_semantic="decoder"),
-        crop_size=(129, 129),
+        crop_size=SYNTH_CROP,
     )
 
 

@@ -4,6 +4,7 @@ the built-in synthetic rooms on a CPU, and shows what it learned (see :mod:`poly
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from polymax.errors import UserError
@@ -18,22 +19,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="semantic,depth,normals,panoptic",
                         help="comma-separated subset of semantic,depth,normals,panoptic")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every task's training steps")
-    parser.add_argument("--size", type=int, default=None, help="image size, 32k+1 (default 65 quick, 97 full)")
+    parser.add_argument("--size", type=int, default=None, help="image size, 32k+1 (default 65)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the training runs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: the demo's tiny tensors run faster on one thread than on two)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
 
-    from polymax.demo import TASKS, beats_trivial, run_demo, settings_for, summary_table
+    from polymax.demo import TASKS, DemoInterrupted, beats_trivial, run_demo, settings_for, summary_table
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     unknown = [t for t in tasks if t not in TASKS]
     if not tasks or unknown:
         raise UserError(f"unknown --tasks entry {', '.join(unknown) or '(empty)'}; choose from {', '.join(TASKS)}")
     settings = settings_for(quick=args.quick, steps_scale=args.steps_scale, size=args.size)
-    reports = run_demo(args.out, settings=settings, tasks=tasks, mode="quick" if args.quick else "full",
-                       progress=not args.no_progress, seed=args.seed)
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        reports = run_demo(args.out, settings=settings, tasks=tasks, mode="quick" if args.quick else "full",
+                           progress=not args.no_progress, seed=args.seed)
+    except DemoInterrupted as stopped:
+        print(f"polymax demo: {stopped}", file=sys.stderr)
+        return 130
     print()
     print(summary_table(reports))
     print(f"\nwrote {args.out / 'metrics.json'}, pictures {', '.join(str(r.picture) for r in reports)}, "
