@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from polymax.model.backbones.resnet import ResNet
 from polymax.model.layers.blocks import init_convolutions, resnet_stage
 from polymax.model.layers.conv import ConvBN
-from polymax.structures import Features
 
 
 class InceptionStem(nn.Module):
@@ -59,13 +59,8 @@ class AxialResNet(nn.Module):
         self.strides: tuple[int, ...] = (2, 4, 8, 16, 32)
         init_convolutions(self)
 
-    def forward(self, x: Tensor) -> Features:
-        stage1 = self.stem(x)
-        stage2 = self.stage2(stage1)          # each stage's first block activates its input
-        stage3 = self.stage3(stage2)
-        stage4 = self.stage4(stage3)
-        stage5 = self.stage5(stage4)
-        return Features(stage1=stage1, stage2=stage2, stage3=stage3, stage4=stage4, stage5=stage5)
+    # The same stem → stage2..5 data flow as the plain ResNet.
+    forward = ResNet.forward
 
 
 def axial_resnet50(*, drop_path_keep: float = 1.0) -> AxialResNet:
