@@ -81,16 +81,16 @@ class AxialAttention(nn.Module):
             return self._attend_folded(q, k, v)
         return self._attend(q, k, v)
 
+    def _relative_tables(self, length: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The query / key / value tables gathered for this length: (L, L, d); row l, column m is distance m − l."""
+        index = relative_index(length, device).flatten()
+        return tuple(table.index_select(0, index).view(length, length, table.shape[-1])
+                     for table in (self.query_rpe, self.key_rpe, self.value_rpe))
+
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Training computation: BN statistics per term and head, as deeplab2 computes them."""
         n, h, dk, length = q.shape
-        dv = v.shape[2]
-
-        # Gather the relative tables for this length: (L, L, d); row l, column m is distance m − l.
-        index = relative_index(length, q.device).flatten()
-        r_q = self.query_rpe.index_select(0, index).view(length, length, dk)
-        r_k = self.key_rpe.index_select(0, index).view(length, length, dk)
-        r_v = self.value_rpe.index_select(0, index).view(length, length, dv)
+        r_q, r_k, r_v = self._relative_tables(length, q.device)
 
         content = torch.einsum("nhdl,nhdm->nhlm", q, k)
         query_term = torch.einsum("nhdl,lmd->nhlm", q, r_q)
@@ -109,10 +109,7 @@ class AxialAttention(nn.Module):
         """Eval-mode computation with the five attention BNs folded (module docstring); same tables."""
         n, h, dk, length = q.shape
         dv = v.shape[2]
-        index = relative_index(length, q.device).flatten()
-        r_q = self.query_rpe.index_select(0, index).view(length, length, dk)
-        r_k = self.key_rpe.index_select(0, index).view(length, length, dk)
-        r_v = self.value_rpe.index_select(0, index).view(length, length, dv)
+        r_q, r_k, r_v = self._relative_tables(length, q.device)
 
         sim_scale, sim_shift = _bn_affine(self.bn_similarity)               # (3h,), channel = term·h + head
         s_content, s_query, s_key = sim_scale.view(3, h, 1, 1)
