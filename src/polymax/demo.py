@@ -315,14 +315,9 @@ def _atomic_save_image(image, path: Path) -> None:
 
 
 def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"cannot write to the demo output folder {out_dir}: {error.strerror or error}; "
-                        "choose another --out") from error
+    from polymax.engine.train import ensure_writable_dir
+
+    ensure_writable_dir(out_dir, what="demo output folder")
     stale = out_dir / "metrics.json"
     if stale.exists():  # a previous complete run: its results are replaced once this run completes
         stale.unlink()

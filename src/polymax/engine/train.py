@@ -81,16 +81,21 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         distributed.teardown(context)
 
 
-def check_out_dir(out_dir: Path, *, resume: bool) -> None:
-    """Fail early with a clear message: unwritable folder, --resume without a checkpoint, or a run that
-    would silently overwrite an existing checkpoint."""
+def ensure_writable_dir(directory: Path, *, what: str = "output folder") -> None:
+    """Create ``directory`` and prove it writable, or fail with one line naming it."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"cannot write to the output folder {out_dir}: {error.strerror or error}") from error
+        raise UserError(f"cannot write to the {what} {directory}: {error.strerror or error}") from error
+
+
+def check_out_dir(out_dir: Path, *, resume: bool) -> None:
+    """Fail early with a clear message: unwritable folder, --resume without a checkpoint, or a run that
+    would silently overwrite an existing checkpoint."""
+    ensure_writable_dir(out_dir)
     if resume:
         find_checkpoint(out_dir)
     elif (out_dir / LAST).exists():
