@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from polymax.data.autoaugment import apply_simple_policy
 from polymax.data.sample import Sample
+from polymax.geometry import nearest_indices
 
 _LABEL_FIELDS = ("semantic", "panoptic", "crowd")
 
@@ -34,20 +35,13 @@ def as_float_image(sample: Sample) -> Sample:
     return replace(sample, image=sample.image.to(torch.float32))
 
 
-def _nearest_indices(size_in: int, size_out: int) -> torch.Tensor:
-    if size_out == 1:
-        return torch.zeros(1, dtype=torch.long)
-    positions = torch.arange(size_out, dtype=torch.float64) * (size_in - 1) / (size_out - 1)
-    return positions.round().long().clamp_(0, size_in - 1)
-
-
 def resize(sample: Sample, size: tuple[int, int], *, depth_scale: float | None = None) -> Sample:
     """Resize to ``size`` = (H, W). Depth is divided by ``depth_scale`` (default: the mean of the two axis
     scales); pass the scale the caller drew so the division is exactly the augmentation's factor."""
     height, width = sample.image.shape[-2:]
     if (height, width) == tuple(size):
         return sample
-    rows, cols = _nearest_indices(height, size[0]), _nearest_indices(width, size[1])
+    rows, cols = nearest_indices(height, size[0]), nearest_indices(width, size[1])
     nearest = lambda x: None if x is None else x[..., rows, :][..., cols]
     image = F.interpolate(sample.image.to(torch.float32)[None], size=tuple(size), mode="bilinear",
                           align_corners=True)[0]

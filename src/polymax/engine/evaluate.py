@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polymax.config import ModelConfig
+from polymax.geometry import resize_nearest
 
 PANOPTIC_COLUMNS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff")
 
@@ -76,12 +77,12 @@ def evaluate(model: nn.Module, *, dataset: Sequence, batch_size: int = 1, device
         if postprocess is not None:
             results = postprocess(prediction.mask_logits.float(), prediction.class_logits.float(),
                                   tuple(images.shape[-2:]))
-            semantic = _nearest(torch.stack([r.semantic for r in results]), raw_size)
+            semantic = resize_nearest(torch.stack([r.semantic for r in results]), raw_size)
             metrics["semantic"].update(semantic.cpu(), targets.semantic)
-            panoptic = _nearest(torch.stack([r.panoptic for r in results]), raw_size)
+            panoptic = resize_nearest(torch.stack([r.panoptic for r in results]), raw_size)
             metrics["panoptic"].update(panoptic.cpu(), targets.panoptic, targets.crowd)
         elif "semantic" in metrics:
-            semantic = _nearest(semantic_map(prediction, tuple(images.shape[-2:])), raw_size)
+            semantic = resize_nearest(semantic_map(prediction, tuple(images.shape[-2:])), raw_size)
             metrics["semantic"].update(semantic.cpu(), targets.semantic)
         if "depth" in metrics:
             metrics["depth"].update(_dense(prediction.depth, images, raw_size).cpu(), targets.depth)
@@ -106,22 +107,6 @@ def _resize_longer_side(images: torch.Tensor, length: int | None) -> torch.Tenso
     if size == (height, width):
         return images
     return F.interpolate(images, size=size, mode="bilinear", align_corners=True)
-
-
-def _nearest(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H', W') integer maps → (B, H, W) by nearest neighbours (align_corners-style index mapping)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    rows = _indices(maps.shape[-2], size[0], maps.device)
-    cols = _indices(maps.shape[-1], size[1], maps.device)
-    return maps[:, rows][:, :, cols]
-
-
-def _indices(size_in: int, size_out: int, device) -> torch.Tensor:
-    if size_out == 1:
-        return torch.zeros(1, dtype=torch.long, device=device)
-    positions = torch.arange(size_out, dtype=torch.float64, device=device) * (size_in - 1) / (size_out - 1)
-    return positions.round().long().clamp_(0, size_in - 1)
 
 
 def _dense(values: torch.Tensor, images: torch.Tensor, raw_size: tuple[int, int]) -> torch.Tensor:

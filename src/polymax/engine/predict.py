@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from polymax.config import ModelConfig
 from polymax.engine.images_io import to_rgb
 from polymax.errors import UserError
+from polymax.geometry import resize_nearest
 from polymax.model.kmax import padded_size, resize_to_input
 
 PAD_VALUE = 127.5  # pixel value that the model's normalisation maps to 0
@@ -260,20 +261,8 @@ def _dense(maps: Tensor, plan: Geometry, *, network_resolution: bool = False) ->
 
 def _labels(labels: Tensor, plan: Geometry) -> np.ndarray:
     """(H_net, W_net) integer map → (H, W) int64 numpy on the original image (nearest, align_corners grid)."""
-    labels = labels[: plan.content[0], : plan.content[1]]
-    if plan.content != plan.original:
-        rows = _nearest_indices(plan.content[0], plan.original[0], labels.device)
-        cols = _nearest_indices(plan.content[1], plan.original[1], labels.device)
-        labels = labels[rows][:, cols]
+    labels = resize_nearest(labels[: plan.content[0], : plan.content[1]], plan.original)
     return labels.cpu().numpy().astype(np.int64)
-
-
-def _nearest_indices(size_in: int, size_out: int, device: torch.device) -> Tensor:
-    # Same grid as the bilinear align_corners resize: output i sits at i·(n_in − 1)/(n_out − 1).
-    if size_out == 1:
-        return torch.zeros(1, dtype=torch.long, device=device)
-    positions = torch.arange(size_out, dtype=torch.float64, device=device) * (size_in - 1) / (size_out - 1)
-    return positions.round().long().clamp_(0, size_in - 1)
 
 
 def _measure_segments(panoptic: np.ndarray, segments, class_names: Sequence[str]) -> list[SegmentInfo]:
