@@ -1,4 +1,4 @@
-"""Nearest-neighbour resizing on the same grid as deeplab2's bilinear ``align_corners=True`` resizes.
+"""Resizing on deeplab2's ``align_corners=True`` grid: bilinear for values, nearest neighbours for labels.
 
 Output index i sits at input position i·(n_in − 1)/(n_out − 1), rounded: label maps resized this way stay
 aligned with images and logits resized bilinearly with align_corners. Shared by augmentation, evaluation
@@ -8,6 +8,7 @@ and prediction.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -26,3 +27,10 @@ def resize_nearest(maps: Tensor, size: tuple[int, int]) -> Tensor:
     rows = nearest_indices(maps.shape[-2], size[0], maps.device)
     cols = nearest_indices(maps.shape[-1], size[1], maps.device)
     return maps[..., rows, :][..., cols]
+
+
+def resize_bilinear(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, C, h, w) → (B, C, H, W), bilinear with align_corners=True (a no-op at the same size)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=True)

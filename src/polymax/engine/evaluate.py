@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polymax.config import ModelConfig
-from polymax.geometry import resize_nearest
+from polymax.geometry import resize_bilinear, resize_nearest
 
 PANOPTIC_COLUMNS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff")
 
@@ -113,10 +113,7 @@ def _dense(values: torch.Tensor, images: torch.Tensor, raw_size: tuple[int, int]
     """Model-resolution (B, C, h, w) → the model input's size (padding cropped) → the raw image size."""
     from polymax.model.kmax import resize_to_input
 
-    values = resize_to_input(values.float(), tuple(images.shape[-2:]))
-    if tuple(values.shape[-2:]) != tuple(raw_size):
-        values = F.interpolate(values, size=raw_size, mode="bilinear", align_corners=True)
-    return values
+    return resize_bilinear(resize_to_input(values.float(), tuple(images.shape[-2:])), raw_size)
 
 
 def format_table(metrics: dict[str, float]) -> str:

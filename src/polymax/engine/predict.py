@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from polymax.config import ModelConfig
 from polymax.engine.images_io import to_rgb
 from polymax.errors import UserError
-from polymax.geometry import resize_nearest
+from polymax.geometry import resize_bilinear, resize_nearest
 from polymax.model.kmax import padded_size, resize_to_input
 
 PAD_VALUE = 127.5  # pixel value that the model's normalisation maps to 0
@@ -253,10 +253,7 @@ def _dense(maps: Tensor, plan: Geometry, *, network_resolution: bool = False) ->
     """(1, C, h, w) model-resolution maps → (1, C, H, W) on the original image (bilinear, align_corners)."""
     if not network_resolution:
         maps = resize_to_input(maps.float(), plan.network)
-    maps = maps[..., : plan.content[0], : plan.content[1]]
-    if plan.content != plan.original:
-        maps = F.interpolate(maps, size=plan.original, mode="bilinear", align_corners=True)
-    return maps
+    return resize_bilinear(maps[..., : plan.content[0], : plan.content[1]], plan.original)
 
 
 def _labels(labels: Tensor, plan: Geometry) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polymax.geometry import resize_bilinear
 from polymax.model.kmax import resize_to_input
 from polymax.structures import Prediction
 
@@ -48,13 +49,6 @@ def clamp_depth(depth: Tensor, min_depth: float, max_depth: float) -> Tensor:
     """Clamp to [min_depth, max_depth]; NaN → min_depth, +inf → max_depth, −inf → min_depth."""
     depth = torch.nan_to_num(depth, nan=min_depth, posinf=max_depth, neginf=min_depth)
     return depth.clamp(min_depth, max_depth)
-
-
-def resize_bilinear(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, C, h, w) → (B, C, H, W), bilinear with align_corners=True (a no-op at the same size)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=True)
 
 
 def dense_output(prediction: Prediction, task: str) -> Tensor:
