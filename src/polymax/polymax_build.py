@@ -4,7 +4,6 @@ PolyMaX criteria. ``polymax.build`` delegates here for ``task.kind`` in {semanti
 
 * :func:`build_task_head` — the per-prediction task head on the kMaX trunk.
 * :func:`build_baseline` — the DeepLabv3+ per-pixel model.
-* :func:`build_polymax_model` — a full model from a preset name of ``POLYMAX_PRESETS`` (or any preset / config).
 * :func:`build_polymax_criterion` — the training objective of a PolyMaX / baseline config.
 """
 
@@ -18,17 +17,6 @@ from polymax.config import ModelConfig
 from polymax.errors import UserError
 
 POLYMAX_TASKS = ("semantic", "depth", "normals")
-
-
-def resolve_polymax_config(preset: str | ModelConfig, **overrides: Any) -> ModelConfig:
-    """A ModelConfig from a name of ``POLYMAX_PRESETS`` or ``polymax.presets.PRESETS`` (or a config), with
-    ``polymax.build``'s override syntax (``field=…``, ``section__field=…``)."""
-    from polymax.build import resolve_config
-    from polymax.polymax_presets import POLYMAX_PRESETS
-
-    if isinstance(preset, str) and preset in POLYMAX_PRESETS:
-        preset = POLYMAX_PRESETS[preset]()
-    return resolve_config(preset, **overrides)
 
 
 def build_task_head(config: ModelConfig, *, num_predictions: int | None = None) -> nn.Module:
@@ -77,14 +65,6 @@ def build_baseline(config: ModelConfig) -> nn.Module:
     decoder = DeepLabV3PlusDecoder(stage2_channels=channels[1], stage5_channels=channels[4], channels=width,
                                    endpoint_activation=endpoint_activation(config.backbone.name))
     return DeepLabV3Plus(backbone=backbone, decoder=decoder, head=head, config=config)
-
-
-def build_polymax_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
-    """Build a PolyMaX (or baseline) model in training mode, freshly initialised: ``polymax.build.build_model``
-    with the PolyMaX preset table looked up first (the same model ``build_model(name)`` gives)."""
-    from polymax.build import build_model
-
-    return build_model(resolve_polymax_config(preset, **overrides))
 
 
 def build_polymax_criterion(config: ModelConfig, **options: Any) -> nn.Module:

@@ -9,9 +9,9 @@ import torch
 from polymax_task_helpers import tiny_config
 from torch import nn
 
+from polymax.build import build_model
 from polymax.engine.tta import clamp_depth, flip_normals, predict_dense, semantic_labels
 from polymax.model.kmax import KMaX
-from polymax.polymax_build import build_polymax_model
 from polymax.structures import Prediction
 
 
@@ -64,7 +64,7 @@ def test_flip_tta_golden_values_for_a_position_only_model():
 
 @pytest.mark.parametrize("kind", ["semantic", "depth", "normals"])
 def test_a_flipped_sample_gives_the_flipped_prediction(kind):
-    model = build_polymax_model(tiny_config(kind)).eval()
+    model = build_model(tiny_config(kind)).eval()
     images = torch.rand(2, 3, 37, 50) * 255         # odd size: the model pads on the right
     mirrored = predict_dense(model, images.flip(-1), task=kind, flip=True)
     original = predict_dense(model, images, task=kind, flip=True)
@@ -75,7 +75,7 @@ def test_a_flipped_sample_gives_the_flipped_prediction(kind):
 
 
 def test_resize_to_the_ground_truth_keeps_normals_unit_and_clamps_depth():
-    model = build_polymax_model(tiny_config("normals")).eval()
+    model = build_model(tiny_config("normals")).eval()
     images = torch.rand(1, 3, 24, 32) * 255
     normals = predict_dense(model, images, task="normals", flip=True, output_size=(48, 64))
     assert normals.shape == (1, 3, 48, 64)

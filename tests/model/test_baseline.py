@@ -6,18 +6,19 @@ import pytest
 import torch
 from polymax_task_helpers import synthetic_batch, task_metric, tiny_config, train
 
+from polymax.build import build_model
 from polymax.data.synthetic import SYNTH_MAX_DEPTH, SYNTH_MIN_DEPTH
 from polymax.errors import UserError
 from polymax.model.baseline import DeepLabV3Plus
 from polymax.model.heads.semantic import semantic_map
 from polymax.model.kmax import KMaX
-from polymax.polymax_build import build_baseline, build_polymax_criterion, build_polymax_model
+from polymax.polymax_build import build_baseline, build_polymax_criterion
 from polymax.polymax_presets import POLYMAX_PRESETS
 
 
 @pytest.mark.parametrize("kind", ["semantic", "depth", "normals"])
 def test_outputs_follow_the_model_contract(kind):
-    model = build_polymax_model(f"deeplabv3plus_tiny_synth_{kind}")
+    model = build_model(f"deeplabv3plus_tiny_synth_{kind}")
     assert isinstance(model, DeepLabV3Plus) and model.config.architecture == "deeplabv3plus"
     images = torch.rand(2, 3, 41, 57) * 255
     prediction = model(images)
@@ -39,7 +40,7 @@ def test_outputs_follow_the_model_contract(kind):
 def test_same_input_contract_as_kmax():
     images = torch.rand(1, 3, 30, 40) * 255
     torch.testing.assert_close(DeepLabV3Plus.preprocess(images), KMaX.preprocess(images))
-    model = build_polymax_model("polymax_tiny_synth_depth", architecture="deeplabv3plus")
+    model = build_model("polymax_tiny_synth_depth", architecture="deeplabv3plus")
     assert isinstance(model, DeepLabV3Plus)
     with pytest.raises(UserError, match="RGB"):
         model(torch.rand(1, 30, 40))

@@ -6,10 +6,11 @@ import pytest
 import torch
 from polymax_task_helpers import synthetic_batch, task_metric, tiny_config, train
 
+from polymax.build import build_model
 from polymax.model.heads.depth import DepthHead
 from polymax.model.heads.normals import NormalsHead
 from polymax.model.heads.semantic import SemanticClusterHead, semantic_map, semantic_probabilities
-from polymax.polymax_build import build_polymax_criterion, build_polymax_model, build_task_head
+from polymax.polymax_build import build_polymax_criterion, build_task_head
 from polymax.polymax_presets import POLYMAX_PRESETS
 from polymax.structures import MaskPrediction, Prediction
 
@@ -125,7 +126,7 @@ def test_preset_table_names_clusters_and_ranges():
 
 @pytest.mark.parametrize("kind", ["semantic", "depth", "normals"])
 def test_tiny_synth_preset_runs_and_every_parameter_gets_a_gradient(kind):
-    model = build_polymax_model(f"polymax_tiny_synth_{kind}")
+    model = build_model(f"polymax_tiny_synth_{kind}")
     # Residual branches start at zero (last BN γ = 0), which blocks some gradients at step 0 by design; give every
     # norm a non-zero scale so that the test sees whether each parameter is connected to the loss.
     for module in model.modules():
@@ -154,7 +155,7 @@ def test_tiny_synth_preset_runs_and_every_parameter_gets_a_gradient(kind):
 def test_each_head_trains_on_a_tiny_synthetic_batch(kind, steps, loss_ratio, lower_is_better):
     torch.manual_seed(0)
     config = tiny_config(kind)
-    model = build_polymax_model(config)
+    model = build_model(config)
     criterion = build_polymax_criterion(config)
     images, targets = synthetic_batch(2)
     before = task_metric(model, kind, images, targets)
@@ -171,7 +172,7 @@ def test_each_head_trains_on_a_tiny_synthetic_batch(kind, steps, loss_ratio, low
 @pytest.mark.parametrize("name", ["polymax_r50_nyu_depth", "polymax_r50_nyu_normals", "polymax_r50_nyu_semantic",
                                   "deeplabv3plus_r50_nyu_depth"])
 def test_full_size_presets_build_and_predict(name):
-    model = build_polymax_model(name).eval()
+    model = build_model(name).eval()
     with torch.no_grad():
         prediction = model(torch.rand(1, 3, 65, 65) * 255)
     assert prediction.mask_logits.shape[2:] == (17, 17)
