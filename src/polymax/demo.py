@@ -20,7 +20,6 @@ For each task (semantic, depth, normals, and kMaX panoptic) the demo
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from polymax.errors import UserError
+from polymax.pretrained import atomic_write
 
 TASKS = ("semantic", "depth", "normals", "panoptic")
 # The headline metric of each task and whether higher is better (used for the summary and the checks).
@@ -299,9 +299,7 @@ def beats_trivial(report: TaskReport) -> bool:
 
 def _write_metrics(path: Path, reports: list[TaskReport]) -> None:
     content = {r.task: {"model": _finite(r.model), "trivial": _finite(r.trivial)} for r in reports}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n"))
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -309,9 +307,7 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def _atomic_save_image(image, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -43,8 +43,8 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | 
         header["extra"] = extra
     # safetensors refuses shared / non-contiguous storage: store independent contiguous copies.
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(header, indent=2) + "\n"))
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(header, indent=2) + "\n"))
     return directory
 
 
@@ -105,7 +105,9 @@ def _summary(label: str, keys: list[str]) -> str:
     return f"{len(keys)} {label} ({shown}); "
 
 
-def _atomic_write(target: Path, write) -> None:
+def atomic_write(target: Path, write) -> None:
+    """``write(tmp)`` to a temporary name beside ``target``, then rename: readers see the old file or the
+    complete new one, never a partial one. Failures become a one-line UserError naming ``target``."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
