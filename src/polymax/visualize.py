@@ -55,13 +55,12 @@ def colorize_normals(normals: np.ndarray) -> np.ndarray:
 
 def palette(num_classes: int, colors: Sequence[Sequence[int]] = ()) -> np.ndarray:
     """(num_classes, 3) uint8: the given colours, extended with well-spread generated ones."""
+    from polymax.data.catalog import palette as generated_palette
+
     table = np.zeros((max(num_classes, 1), 3), dtype=np.uint8)
+    generated = generated_palette(num_classes)
     for index in range(num_classes):
-        if index < len(colors):
-            table[index] = colors[index]
-        else:  # golden-ratio hue steps give distinct neighbours
-            hue = (index * 0.618034) % 1.0
-            table[index] = _hsv_to_rgb(hue, 0.65, 0.95)
+        table[index] = colors[index] if index < len(colors) else generated[index]
     return table
 
 
@@ -149,11 +148,3 @@ def legend(class_names: Sequence[str], colors: Sequence[Sequence[int]], *, prese
         draw.rectangle([4, y, 4 + swatch, y + swatch], fill=tuple(int(v) for v in table[index]))
         draw.text((8 + swatch + 4, y), class_names[index], fill=(0, 0, 0), font=font)
     return canvas
-
-
-def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
-    i = int(h * 6) % 6
-    f = h * 6 - int(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    r, g, b = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return round(r * 255), round(g * 255), round(b * 255)
