@@ -21,6 +21,7 @@ their BN passes, about half of the attention's own time on a CPU (the qkv projec
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymax.model.layers.norms import batch_norm1d
@@ -70,16 +71,13 @@ class AxialAttention(nn.Module):
         nn.init.trunc_normal_(self.qkv.weight, std=std, a=-2 * std, b=2 * std)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training:                   # (N, C_in, L) → (1, N, L, C_in) for the eval fast path
+            return self.attend_rows(x.transpose(1, 2).unsqueeze(0)).squeeze(0).transpose(1, 2)
         n, _, length = x.shape
         h, dk, dv = self.num_heads, self.key_depth // self.num_heads, self.value_depth // self.num_heads
         qkv = self.bn_qkv(self.qkv(x))                                     # (N, 2·Dk + Dv, L)
         q, k, v = qkv.split((self.key_depth, self.key_depth, self.value_depth), dim=1)
-        q = q.reshape(n, h, dk, length)
-        k = k.reshape(n, h, dk, length)
-        v = v.reshape(n, h, dv, length)
-        if not self.training:
-            return self._attend_folded(q, k, v)
-        return self._attend(q, k, v)
+        return self._attend(q.reshape(n, h, dk, length), k.reshape(n, h, dk, length), v.reshape(n, h, dv, length))
 
     def _relative_tables(self, length: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         """The query / key / value tables gathered for this length: (L, L, d); row l, column m is distance m − l."""
@@ -105,26 +103,69 @@ class AxialAttention(nn.Module):
         out = self.bn_retrieved(out.view(n, 2 * self.value_depth, length))
         return out.view(n, 2, self.value_depth, length).sum(dim=1)          # (N, h·dv, L)
 
-    def _attend_folded(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Eval-mode computation with the five attention BNs folded (module docstring); same tables."""
-        n, h, dk, length = q.shape
-        dv = v.shape[2]
-        r_q, r_k, r_v = self._relative_tables(length, q.device)
+    def attend_rows(self, x: Tensor) -> Tensor:
+        """Eval-mode attention along L of a (B, S, L, C_in) map, for every (b, s): → (B, S, L, value_depth).
 
-        sim_scale, sim_shift = _bn_affine(self.bn_similarity)               # (3h,), channel = term·h + head
-        s_content, s_query, s_key = sim_scale.view(3, h, 1, 1)
-        logits = torch.einsum("nhdl,nhdm->nhlm", q * s_content, k)
-        logits += torch.einsum("nhdl,lmd->nhlm", q * s_query, r_q)
-        logits += torch.einsum("nhdm,lmd->nhlm", k * s_key, r_k)
-        logits += sim_shift.view(3, h).sum(dim=0).view(h, 1, 1)
-        weights = logits.softmax(dim=-1)                                    # (N, h, L, L)
+        The module docstring's fast path, laid out for channels-last maps: the qkv projection is one GEMM
+        over the channel axis, bn_qkv (when not folded away) and the retrieved-value BN scale ride on its
+        weights, and both retrieval BN shifts ride on the value bias (softmax rows sum to one, so a constant
+        added to every value comes out unchanged).
+        """
+        b, s, length, _ = x.shape
+        h, dk, dv = self.num_heads, self.key_depth // self.num_heads, self.value_depth // self.num_heads
+        n = b * s * h
+        sim_scale, sim_shift = _bn_affine(self.bn_similarity)            # (3h,), channel = term·h + head
+        s_content, s_query, s_key = sim_scale.view(3, h, 1)
+        out_scale, out_shift = _bn_affine(self.bn_retrieved)             # (2·Dv,), channel = term·Dv + head·dv + c
+        s_value, s_rpe = out_scale.view(2, self.value_depth)
+        weight, bias = self._qkv_affine()
+        value_rows = slice(2 * self.key_depth, None)
+        weight = torch.cat((weight[:value_rows.start], weight[value_rows] * s_value[:, None]))
+        bias = torch.cat((bias[:value_rows.start], bias[value_rows] * s_value + out_shift.view(2, -1).sum(0)))
+        qkv = _project_channels(x, weight, bias)                             # (B, S, L, 2·Dk + Dv)
+        q = qkv[..., :self.key_depth].unflatten(-1, (h, dk))                 # (B, S, L, h, dk)
+        k = qkv[..., self.key_depth:value_rows.start].unflatten(-1, (h, dk))
+        v = qkv[..., value_rows].unflatten(-1, (h, dv))
+        r_q, r_k, r_v = self._relative_tables(length, x.device)              # (L, M, d); row l, column m: m − l
 
-        out_scale, out_shift = _bn_affine(self.bn_retrieved)                # (2·Dv,), channel = term·Dv + head·dv + c
-        s_value, s_rpe = out_scale.view(2, h, dv, 1)
-        out = torch.einsum("nhlm,nhdm->nhdl", weights, v * s_value)         # (N, h, dv, L)
-        out += torch.einsum("nhlm,lmd->nhdl", weights, r_v) * s_rpe
-        out += out_shift.view(2, h, dv).sum(dim=0).unsqueeze(-1)
-        return out.reshape(n, h * dv, length)
+        # Batched over n = (b, s, head): content logits; batched over l (or m): the relative terms.
+        keys = (k * s_content).permute(0, 1, 3, 4, 2).reshape(n, dk, length)
+        logits = torch.bmm(q.permute(0, 1, 3, 2, 4).reshape(n, length, dk), keys)               # (n, L, M)
+        queries = (q * s_query).permute(2, 0, 1, 3, 4).reshape(length, n, dk)
+        logits += torch.bmm(queries, r_q.transpose(1, 2)).transpose(0, 1)                       # (L, n, M)
+        keys = (k * s_key).permute(2, 0, 1, 3, 4).reshape(length, n, dk)
+        logits += torch.bmm(keys, r_k.permute(1, 2, 0)).permute(1, 2, 0)                       # (M, n, L)
+        logits += sim_shift.view(3, h).sum(dim=0).repeat(b * s).view(n, 1, 1)
+        weights = logits.softmax(dim=-1)                                                         # (n, L, M)
+
+        out = torch.bmm(weights, v.permute(0, 1, 3, 2, 4).reshape(n, length, dv))              # (n, L, dv)
+        out = out.view(b, s, h, length, dv).transpose(2, 3).contiguous()                        # (B, S, L, h, dv)
+        retrieved_rpe = torch.bmm(weights.transpose(0, 1), r_v)                                 # (L, n, dv)
+        out.addcmul_(retrieved_rpe.view(length, b, s, h, dv).permute(1, 2, 0, 3, 4), s_rpe.view(h, dv))
+        return out.view(b, s, length, self.value_depth)
+
+    def _qkv_affine(self) -> tuple[Tensor, Tensor]:
+        """The qkv projection with bn_qkv applied (eval): weight (2·Dk + Dv, C_in), bias (2·Dk + Dv,)."""
+        weight = self.qkv.weight.squeeze(-1)
+        bias = self.qkv.bias if self.qkv.bias is not None else weight.new_zeros(weight.shape[0])
+        if isinstance(self.bn_qkv, nn.modules.batchnorm._BatchNorm):   # nn.Identity once folded
+            scale, shift = _bn_affine(self.bn_qkv)
+            return weight * scale[:, None], bias * scale + shift
+        return weight, bias
+
+
+def _project_channels(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """F.linear over the last axis of a (B, S, L, C) view as one 2-D GEMM.
+
+    A channels-last map read along its other axis is a (S, L)-transposed view; F.linear would run that as a
+    batched matmul against an expanded weight (about 1.6× slower on a CPU), so the GEMM runs on whichever
+    of the two orders is contiguous and the result is handed back in the order asked for.
+    """
+    for view, swapped in ((x, False), (x.transpose(1, 2), True)):
+        if view.is_contiguous():
+            out = F.linear(view.reshape(-1, view.shape[-1]), weight, bias).view(*view.shape[:-1], -1)
+            return out.transpose(1, 2) if swapped else out
+    return F.linear(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], -1)
 
 
 def _bn_affine(norm: nn.Module) -> tuple[Tensor, Tensor]:
@@ -152,6 +193,8 @@ class AxialAttention2D(nn.Module):
                                          num_heads=num_heads)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return self._forward_eval(x)
         b, c, height, width = x.shape
         # Height pass: columns become sequences, (B·W, C, H).
         columns = x.permute(0, 3, 1, 2).reshape(b * width, c, height)
@@ -166,4 +209,14 @@ class AxialAttention2D(nn.Module):
         z = z.view(b, rows_count, -1, width).permute(0, 2, 1, 3)          # (B, Dv, H', W)
         if self.stride > 1:
             z = z[:, :, :, :: self.stride]
+        return z.contiguous()
+
+    def _forward_eval(self, x: Tensor) -> Tensor:
+        """The same passes on channels-last views: (B, C, H, W) read as (B, W, H, C), no layout copies."""
+        y = self.height_axis.attend_rows(x.permute(0, 3, 2, 1))                # (B, W, H, Dv)
+        y = y[:, :, :: self.stride]
+        z = self.width_axis.attend_rows(y.transpose(1, 2))                     # (B, H', W, Dv)
+        z = z[:, :, :: self.stride].permute(0, 3, 1, 2)                        # (B, Dv, H', W')
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return z.contiguous(memory_format=torch.channels_last)
         return z.contiguous()
