@@ -4,7 +4,9 @@
   auxiliary semantic branch (the number papers report).
 * :func:`count_flops` — FLOPs *counted* while running one forward pass (``torch.utils.flop_counter``:
   2 FLOPs per multiply-add of every convolution, matmul, einsum and attention op; element-wise ops are not
-  counted). Papers that report fvcore "FLOPs" report multiply-adds, i.e. half of this number.
+  counted). Papers that report fvcore "FLOPs" report multiply-adds, i.e. half of this number. The fused
+  oneDNN convolutions of ``polymax.model.fuse`` are counted like the convolutions they replace
+  (:func:`flop_counter`).
 * :func:`count_preset_parameters` — parameters of a preset without allocating its weights (meta device).
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from polymax.config import ModelConfig
 
@@ -24,6 +26,20 @@ def count_parameters(model: nn.Module, inference: bool = True) -> int:
     if inference and branch is not None:
         skip = {id(p) for p in branch.parameters()}
     return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in skip)
+
+
+def _fused_conv_flops(x_shape, second, third, *args, out_shape=None, **kwargs) -> int:
+    """oneDNN's fused convolution: (X, W, B, …) or, with a residual, (X, residual, W, B, …)."""
+    with_residual = third is not None and len(third) == len(x_shape)
+    return conv_flop_count(x_shape, third if with_residual else second, out_shape)
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FlopCounterMode (no display) that also counts the fused oneDNN convolutions."""
+    mapping = {}
+    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        mapping = {torch.ops.mkldnn._convolution_pointwise: _fused_conv_flops}     # keyed by overload packet
+    return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
 def count_flops(model: nn.Module, image_size: tuple[int, int], *, batch: int = 1) -> int:
@@ -40,7 +56,7 @@ def count_flops(model: nn.Module, image_size: tuple[int, int], *, batch: int = 1
     for p in parameters:
         p.requires_grad_(False)
     try:
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             model(images)
     finally:
         model.train(was_training)

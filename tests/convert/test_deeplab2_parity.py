@@ -1,5 +1,8 @@
 """The full converted model against deeplab2's golden outputs (fixtures README §5–§8): every stored tensor,
-the k-means assignments and the post-processed maps. Tolerance: max|Δ| ≤ 1e-4 · max|ref| per float array."""
+the k-means assignments and the post-processed maps. Tolerance: max|Δ| ≤ 1e-4 · max|ref| per float array.
+
+Both forms are checked: the model as built and the inference form ``polymax predict`` runs
+(``optimise_for_inference``: BNs folded, channels-last, fused oneDNN convolutions)."""
 
 from __future__ import annotations
 
@@ -12,20 +15,24 @@ from deeplab2_fixture import assert_close_to_scale, golden_outputs, load_manifes
 
 from polymax.build import build_model
 from polymax.convert.deeplab2 import state_dict_from_variables
+from polymax.model.fuse import optimise_for_inference
 from polymax.model.postprocess import PanopticPostProcessor
 
 FIXTURES = {"coco_r50": "kmax_r50_coco", "coco_convnext_tiny": "kmax_convnext_tiny_coco"}
+CASES = [(fixture, form) for fixture in sorted(FIXTURES) for form in ("built", "optimised")]
 
-# Part of the default suite: CI must show parity on both fixtures (about 10 s per fixture).
+# Part of the default suite: CI must show parity on both fixtures (about 10 s per fixture and form).
 
 
 @functools.cache
-def _run(shared, fixture: str):
+def _run(shared, fixture: str, form: str):
     model = build_model(FIXTURES[fixture])
     missing, unexpected = model.load_state_dict(state_dict_from_variables(model, official_variables(shared, fixture)),
                                                 strict=False)
     assert not unexpected and all(key.endswith("num_batches_tracked") for key in missing)
     model.eval()
+    if form == "optimised":
+        model = optimise_for_inference(model)
     golden = golden_outputs(shared, fixture)
     images = torch.from_numpy(golden["input_image"]).permute(2, 0, 1)[None].float()
     with torch.no_grad():
@@ -40,9 +47,9 @@ def _nhwc(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-@pytest.mark.parametrize("fixture", sorted(FIXTURES))
-def test_every_stored_tensor_matches(shared, fixture):
-    model, golden, features, pixels, centres, prediction = _run(shared, fixture)
+@pytest.mark.parametrize(("fixture", "form"), CASES)
+def test_every_stored_tensor_matches(shared, fixture, form):
+    model, golden, features, pixels, centres, prediction = _run(shared, fixture, form)
     ours = {f"backbone/stage{i}": _nhwc(getattr(features, f"stage{i}")) for i in (2, 3, 4, 5)}
     ours.update({"pixel_decoder/decoder_stage1": _nhwc(pixels.os32),
                  "pixel_decoder/decoder_stage2": _nhwc(pixels.os16),
@@ -64,16 +71,16 @@ def test_every_stored_tensor_matches(shared, fixture):
                                                       "aux/"))]
     assert sorted(float_keys) == sorted(ours), "a stored tensor is not compared"
     ratios = {key: assert_close_to_scale(ours[key], golden[key], key) for key in float_keys}
-    print(f"\n{fixture}: worst max|Δ|/max|ref| = {max(ratios.values()):.3g} ({max(ratios, key=ratios.get)})")
+    print(f"\n{fixture} ({form}): worst max|Δ|/max|ref| = {max(ratios.values()):.3g} ({max(ratios, key=ratios.get)})")
     for i in range(len(prediction.aux)):
         reference = golden[f"aux/{i}/pixel_space_mask_logits"].argmax(axis=-1)
         np.testing.assert_array_equal(prediction.aux[i].mask_logits.argmax(dim=1).numpy(), reference,
                                       err_msg=f"k-means assignment of layer {i}")
 
 
-@pytest.mark.parametrize("fixture", sorted(FIXTURES))
-def test_post_processed_maps_match(shared, fixture):
-    model, golden, _, _, _, prediction = _run(shared, fixture)
+@pytest.mark.parametrize(("fixture", "form"), CASES)
+def test_post_processed_maps_match(shared, fixture, form):
+    model, golden, _, _, _, prediction = _run(shared, fixture, form)
     info = model.config.dataset
     for variant, s in load_manifest(shared, fixture)["post_processing"].items():
         processor = PanopticPostProcessor(
