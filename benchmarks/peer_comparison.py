@@ -9,8 +9,9 @@ depth: PolyMaX-R50 (``polymax_r50_nyu_depth``) against GLPN with a MiT-b4 encode
   architecture of the NYU-v2 GLPN checkpoint).
 
 Peers get random weights built from a config object (nothing is downloaded); speed does not depend on the
-weights. Ours run twice: as built ("eager") and with BatchNorms folded and channels-last memory ("fast", the
-``polymax bench --fold --channels-last`` setting). Every round runs each contender once, in a rotating order,
+weights. Ours run twice: as built ("eager") and prepared for CPU inference ("fast": BatchNorms folded,
+channels-last memory, activations and residual adds fused into the convolutions; the ``polymax bench --fuse
+--channels-last`` setting and what ``polymax predict`` runs). Every round runs each contender once, in a rotating order,
 so that load from other processes on a shared machine falls on all of them alike; the ratio of medians is the
 figure to quote. Without ``transformers`` the peer is skipped with a message and ours are still timed.
 """
@@ -24,7 +25,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 PEER_NOTE = "pip install transformers  (the peer models are built from config objects; no download)"
 
@@ -55,14 +55,17 @@ def ours(preset: str, *, fast: bool) -> torch.nn.Module:
     """Our model for inference; its ``reported_parameters`` are counted before folding (folding adds biases)."""
     from polymax.bench import BenchSettings, build_for_bench
 
-    model, params = build_for_bench(BenchSettings(preset=preset, fold=fast, channels_last=fast), torch.device("cpu"))
+    settings = BenchSettings(preset=preset, fold=fast, fuse=fast, channels_last=fast)
+    model, params = build_for_bench(settings, torch.device("cpu"))
     model.reported_parameters = params
     return model
 
 
 def count_flops(run: Callable[[], object]) -> int:
+    from polymax.analysis import flop_counter
+
     # Parameters are frozen instead of using no_grad: the counter's module tracker needs it that way.
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         run()
     return int(counter.get_total_flops())
 

@@ -1,6 +1,6 @@
 """Where the time of one inference goes: operators by self time, and the model's top-level parts.
 
-    python benchmarks/profile_ops.py --preset kmax_r50_coco --size 641 [--fold] [--channels-last] [--threads 1]
+    python benchmarks/profile_ops.py --preset kmax_r50_coco --size 641 [--fold | --fuse] [--channels-last] [--threads 1]
 
 Prints (1) wall time per submodule two levels deep (forward hooks, one run) and (2) torch.profiler's
 operator table sorted by self CPU time, optionally grouped by input shape (``--shapes``). Used to decide what
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--preset", default="kmax_r50_coco")
     parser.add_argument("--size", type=int, nargs="+", default=[641])
     parser.add_argument("--fold", action="store_true")
+    parser.add_argument("--fuse", action="store_true", help="fold, then fuse activations into the convolutions")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rows", type=int, default=25)
@@ -57,7 +58,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     size = (args.size[0], args.size[-1])
-    settings = BenchSettings(preset=args.preset, size=size, fold=args.fold, channels_last=args.channels_last)
+    settings = BenchSettings(preset=args.preset, size=size, fold=args.fold, fuse=args.fuse,
+                             channels_last=args.channels_last)
     model, _ = build_for_bench(settings, torch.device("cpu"))
     images = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255
     if args.channels_last:
@@ -70,7 +72,7 @@ def main() -> None:
         parts = part_times(model, images, args.depth)
         with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
             model(images)
-    print(f"{args.preset} {size[0]}×{size[1]}  fold={args.fold} channels_last={args.channels_last} "
+    print(f"{args.preset} {size[0]}×{size[1]}  fold={args.fold} fuse={args.fuse} channels_last={args.channels_last} "
           f"threads={torch.get_num_threads()}: one run {1000 * total:.0f} ms")
     for name, seconds in parts.items():
         if seconds >= 0.01 * total:

@@ -5,7 +5,7 @@
     python benchmarks/scaling.py --replot docs/scaling.json --out docs/scaling.png
 
 Every point is one ``polymax bench --json`` run in a fresh process (so that the RSS peak belongs to that
-model and size alone), with the options given here (default: --fold --channels-last, 1 warm-up, 3 timed runs,
+model and size alone), with the options given here (default: --fuse --channels-last, 1 warm-up, 3 timed runs,
 median latency). Points run at different moments; on a shared machine the load differs between them, so
 the latency panel also shows each latency rescaled by the reference matmul speed measured in the same run
 (latency × matmul GFLOP/s ÷ the median over all points), which cancels most of that difference. Log-log
@@ -55,7 +55,7 @@ def plot(results: list[dict], out: Path) -> None:
         left.plot(pixels, [rescaled[0] * p / pixels[0] for p in pixels], linestyle=":", color=line.get_color())
         right.plot(pixels, [r["peak_memory_mb"] / 1024 for r in rows], marker="o", label=preset)
     machine = results[0]["machine"]
-    options = [name for name in ("fold", "channels_last", "compile") if results[0][name]]
+    options = [name for name in ("fuse", "fold", "channels_last", "compile") if results[0].get(name)]
     title = (f"{machine['cpu']}, {machine['torch_threads']} thread(s), batch {results[0]['batch']}, "
              f"{results[0]['dtype']}" + (f", {'+'.join(options)}" if options else ""))
     left_label = f"median latency (s) at {reference:.0f} GFLOP/s matmul\n(x: as measured)"
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--plain", action="store_true", help="time the model as built (no --fold --channels-last)")
+    parser.add_argument("--plain", action="store_true", help="time the model as built (no --fuse --channels-last)")
     parser.add_argument("--out", type=Path, default=Path("docs/scaling.png"))
     parser.add_argument("--replot", type=Path, default=None, help="plot a JSON file written earlier; measure nothing")
     args = parser.parse_args()
@@ -88,7 +88,7 @@ def main() -> None:
         plot(json.loads(args.replot.read_text()), args.out)
         return
     options = ["--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", "1"]
-    options += [] if args.plain else ["--fold", "--channels-last"]
+    options += [] if args.plain else ["--fuse", "--channels-last"]
     results = []
     for preset in args.presets:
         for size in args.sizes:

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs=2, default=[641, 1281], metavar=("SMALL", "LARGE"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--plain", action="store_true", help="the model as built (default: --fold --channels-last)")
+    parser.add_argument("--plain", action="store_true", help="the model as built (default: --fuse --channels-last)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -32,7 +32,8 @@ def main() -> None:
     from polymax.bench import BenchSettings, build_for_bench, machine_description
 
     fast = not args.plain
-    model, _ = build_for_bench(BenchSettings(preset=args.preset, fold=fast, channels_last=fast), torch.device("cpu"))
+    settings = BenchSettings(preset=args.preset, fold=fast, fuse=fast, channels_last=fast)
+    model, _ = build_for_bench(settings, torch.device("cpu"))
     images, flops, latency = {}, {}, {}
     for size in args.sizes:
         batch = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255
@@ -40,7 +41,7 @@ def main() -> None:
         flops[size] = count_flops(model, (size, size))               # also a warm-up run
         latency[size] = []
     machine = machine_description(torch.device("cpu"))
-    print(f"{args.preset} ({'fold + channels-last' if fast else 'as built'}) on {machine['cpu']}, "
+    print(f"{args.preset} ({'fold + fuse + channels-last' if fast else 'as built'}) on {machine['cpu']}, "
           f"{machine['torch_threads']} thread(s)")
     with torch.inference_mode():
         for index in range(args.rounds):

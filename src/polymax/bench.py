@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from polymax.analysis import flop_counter
 from polymax.errors import UserError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -46,6 +46,7 @@ class BenchSettings:
     compile: bool = False
     channels_last: bool = False
     fold: bool = False             # fold BatchNorms into the preceding convs (inference only)
+    fuse: bool = False             # also fuse activations / residual adds into the convs (implies fold)
     train: bool = False
     warmup: int = 2
     repeats: int = 5
@@ -90,8 +91,8 @@ def check_settings(settings: BenchSettings, device: torch.device) -> None:
         raise UserError(f"batch and size must be positive, got batch {settings.batch}, size {settings.size}")
     if settings.repeats < 1 or settings.warmup < 1:
         raise UserError("need at least one warm-up and one timed run (it also counts the FLOPs)")
-    if settings.fold and settings.train:
-        raise UserError("--fold removes the BatchNorms, so it is for inference only; drop --fold or --train")
+    if (settings.fold or settings.fuse) and settings.train:
+        raise UserError("--fold / --fuse remove the BatchNorms, so they are for inference only; drop them or --train")
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -225,14 +226,17 @@ def build_for_bench(settings: BenchSettings, device: torch.device) -> tuple[nn.M
     from polymax.analysis import count_parameters
     from polymax.build import build_model
     from polymax.model.fold import fold_batch_norms
+    from polymax.model.fuse import fuse_for_inference
 
     model = build_model(settings.preset, **settings.overrides).to(device)
     model.train(settings.train)
     params = count_parameters(model, inference=not settings.train)
-    if settings.fold:
+    if settings.fold or settings.fuse:
         model = fold_batch_norms(model, inplace=True)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if settings.fuse:
+        model = fuse_for_inference(model, inplace=True)
     return model, params
 
 
@@ -249,7 +253,7 @@ def compile_model(model: nn.Module, *, inference: bool) -> Callable:
 
 def count_step_flops(step: Callable[[], Any]) -> int:
     """FLOPs of one call, counted by torch's FlopCounterMode (matmul / conv / attention ops)."""
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         step()
     return int(counter.get_total_flops())
 
@@ -312,7 +316,8 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     return {
         "preset": settings.preset, "size": list(settings.size), "batch": settings.batch, "device": str(device),
         "dtype": settings.dtype, "compile": settings.compile, "channels_last": settings.channels_last,
-        "fold": settings.fold, "train": settings.train, "warmup": settings.warmup, "repeats": settings.repeats,
+        "fold": settings.fold or settings.fuse, "fuse": settings.fuse, "train": settings.train,
+        "warmup": settings.warmup, "repeats": settings.repeats,
         "params": params, "flops": flops,
         "latency_ms_median": 1000 * median, "latency_ms_min": 1000 * min(latencies),
         "latency_ms_max": 1000 * max(latencies), "latency_ms_all": [1000 * t for t in latencies],
@@ -337,7 +342,7 @@ def format_report(result: dict[str, Any]) -> str:
     machine = result["machine"]
     where = machine.get("gpu") or f"{machine['cpu']}, {machine['cpu_cores']} cores, {machine['torch_threads']} threads"
     mode = "training step" if result["train"] else "inference"
-    options = [name for name in ("compile", "channels_last", "fold") if result[name]]
+    options = [name for name in ("compile", "channels_last", "fold", "fuse") if result.get(name)]
     lines = [
         f"{result['preset']}  {mode}  {result['size'][0]}×{result['size'][1]}  batch {result['batch']}  "
         f"{result['device']} {result['dtype']}" + (f"  [{', '.join(options)}]" if options else ""),

@@ -2,7 +2,7 @@
 matrix-multiply throughput one model achieves. See :mod:`polymax.bench`.
 
     polymax bench --preset kmax_r50_coco --size 641 --batch 1
-    polymax bench --preset kmax_r50_coco --size 1281 --fold --channels-last --json
+    polymax bench --preset kmax_r50_coco --size 1281 --fuse --channels-last --json
     polymax bench --preset kmax_tiny_test --size 129 --train
 """
 
@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for convs")
     parser.add_argument("--fold", action="store_true",
                         help="fold BatchNorms into the preceding convolutions (inference only)")
+    parser.add_argument("--fuse", action="store_true",
+                        help="fold, then fuse activations and residual adds into the convolutions (CPU, "
+                             "inference only; the setting `polymax predict` uses)")
     parser.add_argument("--train", action="store_true",
                         help="time a full training step (forward, losses, backward, optimiser) on synthetic targets")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size takes H or H W, got {len(args.size)} numbers")
     size = (args.size[0], args.size[-1])
     settings = BenchSettings(preset=args.preset, size=size, batch=args.batch, device=args.device, dtype=args.dtype,
-                             compile=args.compile, channels_last=args.channels_last, fold=args.fold,
+                             compile=args.compile, channels_last=args.channels_last, fold=args.fold, fuse=args.fuse,
                              train=args.train, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
     result = run_benchmark(settings)
     print(json.dumps(result) if args.json else format_report(result))
