@@ -100,6 +100,17 @@ def test_batches_equal_single_images(depth_model):
         np.testing.assert_allclose(together.depth, alone.depth, atol=1e-4)
 
 
+def test_optimised_and_as_built_models_agree_and_the_model_is_left_alone(depth_model):
+    from polymax.model.fuse import FusedConv2d
+
+    optimised, as_built = Predictor(depth_model), Predictor(depth_model, optimise=False)
+    assert any(isinstance(m, FusedConv2d) for m in optimised.runner.model.modules())
+    assert as_built.runner.model is depth_model
+    assert not any(isinstance(m, FusedConv2d) for m in depth_model.modules())
+    image = _image(40, 50, seed=5)
+    np.testing.assert_allclose(optimised.predict(image).depth, as_built.predict(image).depth, rtol=1e-4, atol=1e-4)
+
+
 def test_depth_is_metric_and_inside_the_range(depth_model):
     task = depth_model.config.task
     for resize in ("fit", "none"):

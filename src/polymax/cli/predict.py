@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probabilities", action="store_true", help="also write the per-cluster probability maps")
     parser.add_argument("--npy", action="store_true", help="also write depth / normals / probabilities as .npy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-optimise", action="store_true",
+                        help="run the model as built (default: BatchNorms folded and, on a CPU, fused convolutions)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.from_onnx(args.onnx, **options)
     else:
         from polymax.pretrained import load_model
-        predictor = Predictor(load_model(args.model), device=args.device, **options)
+        predictor = Predictor(load_model(args.model), device=args.device, optimise=not args.no_optimise, **options)
     out_dir = Path(args.out)
 
     failures = list(found.problems)

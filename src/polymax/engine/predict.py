@@ -64,16 +64,25 @@ class Runner(Protocol):
 
 
 class TorchRunner:
-    """A PyTorch model (built by polymax) on a device, in eval mode, without autograd."""
+    """A PyTorch model (built by polymax) on a device, in eval mode, without autograd.
+
+    With ``optimise`` (the default) it runs ``optimise_for_inference``'s copy of the model: BatchNorms folded
+    and, on a CPU, channels-last memory and fused oneDNN convolutions (about 1.4× faster for kMaX-R50 at 641²
+    on two cores; the same outputs to float32 rounding). Without, the model itself, moved to the device.
+    """
 
     fixed_size = None
 
-    def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: nn.Module, *, device: str | torch.device = "cpu", optimise: bool = True) -> None:
         config = getattr(model, "config", None)
         if not isinstance(config, ModelConfig):
             raise TypeError("Predictor needs a model built by polymax.build_model / polymax.load_model")
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        if optimise:
+            from polymax.model.fuse import optimise_for_inference
+            self.model = optimise_for_inference(model, device=self.device)
+        else:
+            self.model = model.to(self.device).eval()
         self.config = config
 
     def __call__(self, images: Tensor) -> RawOutputs:
@@ -153,11 +162,13 @@ class Predictor:
         batch_size: images per forward pass in :meth:`predict_batch`.
         resize: 'fit' (into ``size``, default) or 'none' (the network sees the image's own size).
         size: the (H, W) geometry for 'fit'; default the preset's crop size (a static graph's input size).
+        optimise: run an inference-optimised copy of a PyTorch model (:class:`TorchRunner`; default on).
     """
 
     def __init__(self, model: nn.Module | Runner, *, device: str | torch.device = "cpu", batch_size: int = 1,
-                 resize: str = "fit", size: tuple[int, int] | None = None) -> None:
-        self.runner: Runner = TorchRunner(model, device=device) if isinstance(model, nn.Module) else model
+                 resize: str = "fit", size: tuple[int, int] | None = None, optimise: bool = True) -> None:
+        self.runner: Runner = (TorchRunner(model, device=device, optimise=optimise) if isinstance(model, nn.Module)
+                               else model)
         self.config = self.runner.config
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
