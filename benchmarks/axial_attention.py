@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    from polymax.runtime import keep_freed_memory
+
+    keep_freed_memory()             # as the polymax command does (polymax/runtime.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     from polymax.model.layers.axial_attention import AxialAttention

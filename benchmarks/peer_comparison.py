@@ -114,6 +114,9 @@ def main() -> None:
                         help="add torch.compile'd contenders: ours-fast (with Inductor freezing) and the peer")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
+    from polymax.runtime import keep_freed_memory
+
+    keep_freed_memory()             # as the polymax command does (polymax/runtime.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     from polymax.bench import machine_description

@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=2, help="submodule depth for the part times")
     parser.add_argument("--shapes", action="store_true", help="group the operator table by input shapes")
     args = parser.parse_args()
+    from polymax.runtime import keep_freed_memory
+
+    keep_freed_memory()             # as the polymax command does (polymax/runtime.py)
 
     from polymax.bench import BenchSettings, build_for_bench
 

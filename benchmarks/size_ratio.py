@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--plain", action="store_true", help="the model as built (default: --fuse --channels-last)")
     args = parser.parse_args()
+    from polymax.runtime import keep_freed_memory
+
+    keep_freed_memory()             # as the polymax command does (polymax/runtime.py)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -60,8 +60,20 @@ def test_fast_inference_options_run_and_report() -> None:
     assert result["fold"] and result["channels_last"] and result["dtype"] == "bf16"
 
 
+def test_fused_inference_counts_the_same_flops_and_reports_it(capsys) -> None:
+    code = main(["bench", "--preset", "kmax_tiny_test", "--size", "65", "--repeats", "1", "--warmup", "1",
+                 "--fuse", "--channels-last", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    _check_sane(result, batch=1)
+    assert result["fuse"] and result["fold"]                         # --fuse folds first
+    assert result["flops"] == count_flops(build_model("kmax_tiny_test"), (65, 65))
+    assert isinstance(result["machine"]["malloc_keeps_freed_memory"], bool)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--fold", "--train"], "inference only"),
+    (["--fuse", "--train"], "inference only"),
     (["--size", "65", "65", "65"], "H or H W"),
     (["--preset", "kmax_r5O_coco"], "unknown preset"),
 ])

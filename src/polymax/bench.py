@@ -64,8 +64,10 @@ def machine_description(device: torch.device) -> dict[str, Any]:
         cpu = names[0] if names else cpu
     except OSError:
         pass
+    from polymax.runtime import malloc_tuned
+
     info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "malloc_keeps_freed_memory": malloc_tuned()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if not argv else 2
+    from polymax.runtime import keep_freed_memory
+    keep_freed_memory()                 # large feature maps reuse freed memory (polymax/runtime.py)
     try:
         return int(args._run(args) or 0)
     except UserError as error:
