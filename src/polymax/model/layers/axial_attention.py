@@ -114,7 +114,7 @@ class AxialAttention(nn.Module):
         b, s, length, _ = x.shape
         h, dk, dv = self.num_heads, self.key_depth // self.num_heads, self.value_depth // self.num_heads
         n = b * s * h
-        sim_scale, sim_shift = _bn_affine(self.bn_similarity)            # (3h,), channel = term·h + head
+        sim_scale, _ = _bn_affine(self.bn_similarity)                    # (3h,), channel = term·h + head
         s_content, s_query, s_key = sim_scale.view(3, h, 1)
         out_scale, out_shift = _bn_affine(self.bn_retrieved)             # (2·Dv,), channel = term·Dv + head·dv + c
         s_value, s_rpe = out_scale.view(2, self.value_depth)
@@ -128,14 +128,15 @@ class AxialAttention(nn.Module):
         v = qkv[..., value_rows].unflatten(-1, (h, dv))
         r_q, r_k, r_v = self._relative_tables(length, x.device)              # (L, M, d); row l, column m: m − l
 
-        # Batched over n = (b, s, head): content logits; batched over l (or m): the relative terms.
+        # Batched over n = (b, s, head): content logits; batched over l (or m): the relative terms, added
+        # in place (one strided read each). The similarity BN shifts are left out: constant along each
+        # softmax row, they cancel in it.
         keys = (k * s_content).permute(0, 1, 3, 4, 2).reshape(n, dk, length)
         logits = torch.bmm(q.permute(0, 1, 3, 2, 4).reshape(n, length, dk), keys)               # (n, L, M)
         queries = (q * s_query).permute(2, 0, 1, 3, 4).reshape(length, n, dk)
         logits += torch.bmm(queries, r_q.transpose(1, 2)).transpose(0, 1)                       # (L, n, M)
         keys = (k * s_key).permute(2, 0, 1, 3, 4).reshape(length, n, dk)
         logits += torch.bmm(keys, r_k.permute(1, 2, 0)).permute(1, 2, 0)                       # (M, n, L)
-        logits += sim_shift.view(3, h).sum(dim=0).repeat(b * s).view(n, 1, 1)
         weights = logits.softmax(dim=-1)                                                         # (n, L, M)
 
         out = torch.bmm(weights, v.permute(0, 1, 3, 2, 4).reshape(n, length, dv))              # (n, L, dv)
