@@ -33,6 +33,10 @@ def test_train_then_eval(tmp_path, capsys):
     assert main(["eval", "--model", str(out / "last"), "--limit", "1"]) == 0
     table = capsys.readouterr().out
     assert "PQ" in table and "things" in table and "stuff" in table and "miou" in table
+    # The model as built gives the same metrics as the (default) optimised inference copy.
+    assert main(["eval", "--model", str(out / "last"), "--limit", "2", "--json", "--no-optimise"]) == 0
+    as_built = json.loads(capsys.readouterr().out)
+    assert as_built == pytest.approx(metrics, abs=1e-4, nan_ok=True)
 
     # Continue the same run for one more step.
     assert main([*TRAIN, "--steps", "3", "--out", str(out), "--resume"]) == 0  # the last --steps wins

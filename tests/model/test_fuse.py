@@ -66,9 +66,12 @@ def test_fallback_path_is_used_for_gradients_and_other_dtypes(monkeypatch) -> No
     fused64 = FusedConv2d(conv.double(), "gelu")
     with torch.no_grad():
         torch.testing.assert_close(fused64(x.double()), _reference(conv, x.double(), None, "gelu"))
-    # A PyTorch without the oneDNN kernels computes the same through the fallback.
-    conv = nn.Conv2d(4, 6, 3, padding=1).float()
+    # Under CPU autocast the convolution runs in bfloat16, as the unfused one would.
+    conv = nn.Conv2d(4, 6, 3, padding=1)
     fused = FusedConv2d(conv, "relu")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fused(x.detach()).dtype == conv(x.detach()).dtype == torch.bfloat16
+    # A PyTorch without the oneDNN kernels computes the same through the fallback.
     with torch.no_grad():
         with_kernels = fused(x.detach(), residual=residual)
         monkeypatch.setattr(fuse_module, "_KERNELS", None)

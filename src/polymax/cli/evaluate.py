@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--no-optimise", action="store_true",
+                        help="run the model as built (default: BatchNorms folded and, on a CPU, fused convolutions)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size and --limit must be at least 1")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = polymax.load_model(args.model, map_location=device)
+    if not args.no_optimise:
+        from polymax.model.fuse import optimise_for_inference
+        model = optimise_for_inference(model, device=device)
     options = {"size": tuple(model.config.crop_size)} if args.dataset == "synth" else {}
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, **options)
     if len(dataset) == 0:

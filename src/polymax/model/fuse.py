@@ -17,7 +17,8 @@ Rewrites, inference only (eval mode, no autograd through the fused kernels):
   an add). A stage's last block still returns the un-activated sum: stage outputs are endpoints.
 
 The fused modules fall back to the plain operations wherever the kernel does not apply (not a CPU float32
-tensor, gradients requested, a PyTorch built without oneDNN), so a fused model runs anywhere.
+tensor, gradients requested, CPU autocast on, a PyTorch built without oneDNN), so a fused model runs
+anywhere and computes what the unfused one would.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class FusedConv2d(nn.Module):
 
     def _kernel_applies(self, x: Tensor, residual: Tensor | None) -> bool:
         if _KERNELS is None or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        if torch.is_autocast_enabled("cpu"):        # the fused op is not autocast-aware; F.conv2d is
             return False
         if self.weight.dtype != torch.float32 or (self.bias is not None and self.bias.dtype != torch.float32):
             return False
