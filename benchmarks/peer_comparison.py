@@ -113,10 +113,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="add torch.compile'd contenders: ours-fast (with Inductor freezing) and the peer")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is for every contender (default: tuned for all, as the "
+                             "polymax command does; polymax/runtime.py)")
     args = parser.parse_args()
-    from polymax.runtime import keep_freed_memory
+    if not args.system_malloc:
+        from polymax.runtime import keep_freed_memory
 
-    keep_freed_memory()             # as the polymax command does (polymax/runtime.py)
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     from polymax.bench import machine_description
@@ -149,7 +153,8 @@ def main() -> None:
 
     machine = machine_description(torch.device("cpu"))
     print(f"{args.task}: {height}×{width}, batch {args.batch}, {args.rounds} rounds on {machine['cpu']} "
-          f"({machine['cpu_cores']} cores, {machine['torch_threads']} torch threads, torch {machine['torch']})")
+          f"({machine['cpu_cores']} cores, {machine['torch_threads']} torch threads, torch {machine['torch']}, malloc "
+          f"{'keeps freed memory' if machine['malloc_keeps_freed_memory'] else 'as the system has it'})")
     eager_run = {"ours-compiled": contenders["ours-fast"][1]}
     if peer is not None:
         eager_run[peer_name + "-compiled"] = contenders[peer_name][1]
