@@ -74,6 +74,7 @@ def test_fused_inference_counts_the_same_flops_and_reports_it(capsys) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["--fold", "--train"], "inference only"),
     (["--fuse", "--train"], "inference only"),
+    (["--fuse", "--compile"], "eager CPU path"),
     (["--size", "65", "65", "65"], "H or H W"),
     (["--preset", "kmax_r5O_coco"], "unknown preset"),
 ])

@@ -93,6 +93,9 @@ def check_settings(settings: BenchSettings, device: torch.device) -> None:
         raise UserError(f"batch and size must be positive, got batch {settings.batch}, size {settings.size}")
     if settings.repeats < 1 or settings.warmup < 1:
         raise UserError("need at least one warm-up and one timed run (it also counts the FLOPs)")
+    if settings.fuse and settings.compile:
+        raise UserError("--fuse is the eager CPU path; with --compile use --fold --channels-last (Inductor fuses "
+                        "activations and pre-packs weights itself)")
     if (settings.fold or settings.fuse) and settings.train:
         raise UserError("--fold / --fuse remove the BatchNorms, so they are for inference only; drop them or --train")
 

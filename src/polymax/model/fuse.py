@@ -2,8 +2,8 @@
 
 After BatchNorm folding (``fold.py``) the trunk is a chain of conv → ReLU/GELU and conv + shortcut sums.
 Eager PyTorch runs each activation and each residual add as its own pass over the feature map; oneDNN can
-apply them as post-operations of the convolution while the output is still in cache. On kMaX-R50 that is
-about 130 ms of element-wise passes per 641² image on two cores (docs/benchmarks.md).
+apply them as post-operations of the convolution while the output is still in cache. On kMaX-R50 at 641²
+on two cores that took one inference from 937 to 824 ms (median of 5, alternating; docs/benchmarks.md).
 
     fused = fuse_for_inference(fold_batch_norms(model))      # a fused copy; ``model`` is untouched
     fast = optimise_for_inference(model)                      # fold + channels-last + fuse, a copy
