@@ -7,8 +7,9 @@ machine, a 1×1 convolution writing a 321²×256 map took 43–50 ms that way ag
 reused, and the whole model ran 5.1× slower at 1281² than at 641² (3.9× once reused, for 4.0× the pixels).
 
 :func:`keep_freed_memory` turns mmap-served allocations off and heap trimming off, so freed blocks are
-reused. Peak memory is unchanged; memory is handed back to the system at exit rather than after each
-tensor. ``polymax`` applies it at start-up (all verbs); set ``POLYMAX_SYSTEM_MALLOC=1`` to leave malloc as
+reused. The price is memory: freed blocks stay with the process until it exits and the heap can
+fragment, so the resident peak grows (measured: 1.8 → 2.0–2.4 GiB for that 1281² inference, 5.6 → 6.3 GiB
+for a 641² training step). ``polymax`` applies it at start-up (all verbs); set ``POLYMAX_SYSTEM_MALLOC=1`` to leave malloc as
 it is. On other C libraries (macOS, Windows, musl) it does nothing.
 """
 
