@@ -9,8 +9,8 @@ reused, and the whole model ran 5.1× slower at 1281² than at 641² (3.9× once
 :func:`keep_freed_memory` turns mmap-served allocations off and heap trimming off, so freed blocks are
 reused. The price is memory: freed blocks stay with the process until it exits and the heap can
 fragment, so the resident peak grows (measured: 1.8 → 2.0–2.4 GiB for that 1281² inference, 5.6 → 6.3 GiB
-for a 641² training step). ``polymax`` applies it at start-up (all verbs); set ``POLYMAX_SYSTEM_MALLOC=1`` to leave malloc as
-it is. On other C libraries (macOS, Windows, musl) it does nothing.
+for a 641² training step). ``polymax`` applies it at start-up (all verbs); set ``POLYMAX_SYSTEM_MALLOC=1``
+to leave malloc as it is. On other C libraries (macOS, Windows, musl) it does nothing.
 """
 
 from __future__ import annotations
