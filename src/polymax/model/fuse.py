@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymax.model.layers.blocks import AxialBlock, BottleneckBlock, ResidualStage, _shortcut
+from polymax.model.layers.blocks import AxialBlock, BottleneckBlock, ResidualStage, residual_shortcut
 from polymax.model.layers.conv import ConvBN
 
-# oneDNN post-op name and algorithm of each activation module we can fuse; "none" means no activation.
+# oneDNN post-op name of each activation module we can fuse ("none": no activation; GELU in _activation_name).
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.Identity: "none", nn.ReLU: "relu"}
 
 
@@ -133,7 +133,7 @@ class FusedResidualBlock(nn.Module):
         h = activated
         for name in self.branch_names:
             h = getattr(self, name)(h)
-        return self.conv3(h, residual=_shortcut(self.shortcut, activated, self.stride))
+        return self.conv3(h, residual=residual_shortcut(self.shortcut, activated, self.stride))
 
 
 def _fuse_conv_bn(module: ConvBN) -> bool:

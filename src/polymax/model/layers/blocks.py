@@ -43,7 +43,7 @@ class BottleneckBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         activated = self.act(x)
         branch = self.conv3(self.conv2(self.conv1(activated)))
-        return self.drop_path(branch) + _shortcut(self.shortcut, activated, self.stride)
+        return self.drop_path(branch) + residual_shortcut(self.shortcut, activated, self.stride)
 
 
 class AxialBlock(nn.Module):
@@ -66,10 +66,11 @@ class AxialBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         activated = self.act(x)
         branch = self.conv3(self.attention_act(self.attention(self.conv1(activated))))
-        return self.drop_path(branch) + _shortcut(self.shortcut, activated, self.stride)
+        return self.drop_path(branch) + residual_shortcut(self.shortcut, activated, self.stride)
 
 
-def _shortcut(projection: nn.Module | None, activated: Tensor, stride: int) -> Tensor:
+def residual_shortcut(projection: nn.Module | None, activated: Tensor, stride: int) -> Tensor:
+    """A block's shortcut branch: the 1×1 projection, or the activated input subsampled [::stride]."""
     if projection is not None:
         return projection(activated)
     return activated[:, :, ::stride, ::stride] if stride > 1 else activated
