@@ -67,7 +67,7 @@ class TorchRunner:
     """A PyTorch model (built by polymax) on a device, in eval mode, without autograd.
 
     With ``optimise`` (the default) it runs ``optimise_for_inference``'s copy of the model: BatchNorms folded
-    and, on a CPU, channels-last memory and fused oneDNN convolutions (about 1.3× faster for kMaX-R50 at 641²
+    and, on a CPU, channels-last memory and fused oneDNN convolutions (1.21–1.29× faster for kMaX-R50 at 641²
     on two cores; the same outputs to float32 rounding). Without, the model itself, moved to the device.
     """
 
