@@ -53,7 +53,7 @@ def glpn_b4() -> Callable[[torch.Tensor], object] | None:
 
 def ours(preset: str, *, fast: bool, fuse: bool = True) -> torch.nn.Module:
     """Our model for inference; its ``reported_parameters`` are counted before folding (folding adds biases)."""
-    from polymax.bench import BenchSettings, build_for_bench
+    from polymax.tools.bench import BenchSettings, build_for_bench
 
     settings = BenchSettings(preset=preset, fold=fast, fuse=fast and fuse, channels_last=fast)
     model, params = build_for_bench(settings, torch.device("cpu"))
@@ -62,7 +62,7 @@ def ours(preset: str, *, fast: bool, fuse: bool = True) -> torch.nn.Module:
 
 
 def count_flops(run: Callable[[], object]) -> int:
-    from polymax.analysis import flop_counter
+    from polymax.tools.analysis import flop_counter
 
     # Parameters are frozen instead of using no_grad: the counter's module tracker needs it that way.
     with flop_counter() as counter:
@@ -124,7 +124,7 @@ def main() -> None:
         keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from polymax.bench import machine_description
+    from polymax.tools.bench import machine_description
 
     # Depth: the BTS / AdaBins NYU crop; GLPN needs multiples of 32 and ours pads it to 417×545 itself.
     size = tuple(args.size) if args.size else ((641,) if args.task == "panoptic" else (416, 544))
@@ -144,7 +144,7 @@ def main() -> None:
         pixels = (images / 255 - 0.45) / 0.225
         contenders[peer_name] = (peer, lambda: peer(pixel_values=pixels))
     if args.compile:
-        from polymax.bench import compile_model
+        from polymax.tools.bench import compile_model
 
         # Inductor fuses and pre-packs by itself: it gets the folded channels-last model, not the fused one.
         folded = ours(preset, fast=True, fuse=False)

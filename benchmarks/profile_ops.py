@@ -56,7 +56,7 @@ def main() -> None:
 
     keep_freed_memory()             # as the polymax command does (polymax/runtime.py)
 
-    from polymax.bench import BenchSettings, build_for_bench
+    from polymax.tools.bench import BenchSettings, build_for_bench
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -31,8 +31,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from polymax.analysis import count_flops
-    from polymax.bench import BenchSettings, build_for_bench, machine_description
+    from polymax.tools.analysis import count_flops
+    from polymax.tools.bench import BenchSettings, build_for_bench, machine_description
 
     fast = not args.plain
     settings = BenchSettings(preset=args.preset, fold=fast, fuse=fast, channels_last=fast)

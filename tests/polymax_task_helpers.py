@@ -8,12 +8,12 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from polymax.config import ModelConfig, TaskConfig
+from polymax.config.model import ModelConfig, TaskConfig
 from polymax.data.collate import collate
 from polymax.data.synthetic import SYNTH_MAX_DEPTH, SYNTH_MIN_DEPTH, SyntheticScenes
-from polymax.engine.tta import predict_dense, semantic_labels
+from polymax.inference.tta import predict_dense, semantic_labels
 from polymax.metrics import DepthMetrics, NormalMetrics, SemanticMetrics
-from polymax.presets import kmax_tiny_test
+from polymax.presets.kmax import kmax_tiny_test
 from polymax.structures import Targets
 
 QUERIES = {"semantic": 6, "depth": 16, "normals": 8}

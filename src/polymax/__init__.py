@@ -16,7 +16,7 @@ def __getattr__(name: str):
         from polymax.build import build_model
         return build_model
     if name == "load_model":
-        from polymax.pretrained import load_model
+        from polymax.io.pretrained import load_model
         return load_model
     if name == "PRESETS":
         from polymax.presets import PRESETS

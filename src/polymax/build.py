@@ -1,6 +1,6 @@
 """The one place where a ModelConfig meets the constructors.
 
-``build_model("kmax_r50_coco")`` or ``build_model(config)`` → :class:`polymax.model.kmax.KMaX`.
+``build_model("kmax_r50_coco")`` or ``build_model(config)`` → :class:`polymax.model.meta_arch.KMaX`.
 Overrides, kept simple:
 
 * a top-level field of ModelConfig: ``build_model("kmax_r50_coco", crop_size=(641, 641))``, or a whole
@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from polymax.config import BackboneConfig, ModelConfig
+from polymax.config.model import BackboneConfig, ModelConfig
 from polymax.errors import UserError
 
 
@@ -127,9 +127,9 @@ def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
         return build_baseline(config)
     if config.architecture != "kmax":
         raise UserError(f"unknown architecture {config.architecture!r}; use 'kmax' or 'deeplabv3plus'")
-    from polymax.model.heads.mask_head import MaskHead
-    from polymax.model.kmax import KMaX
-    from polymax.model.kmax_decoder import KMaXDecoder
+    from polymax.model.cluster_decoder.decoder import KMaXDecoder
+    from polymax.model.cluster_decoder.mask_head import MaskHead
+    from polymax.model.meta_arch import KMaX
     from polymax.model.pixel_decoder import KMaXPixelDecoder
 
     backbone = build_backbone(config.backbone)
@@ -155,7 +155,7 @@ def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
 
 def build_postprocessor(config: ModelConfig):
     """The panoptic post-processor configured by ``config.postprocess`` and ``config.dataset``."""
-    from polymax.model.postprocess import PanopticPostProcessor
+    from polymax.tasks.panoptic_merge import PanopticPostProcessor
     pp, info = config.postprocess, config.dataset
     return PanopticPostProcessor(
         thing_classes=info.thing_classes, num_classes=info.num_classes, ignore_label=info.ignore_label,

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from polymax.config import ModelConfig
+from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 
 POLYMAX_TASKS = ("semantic", "depth", "normals")

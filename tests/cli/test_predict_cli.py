@@ -12,7 +12,7 @@ from PIL import Image
 import polymax
 from polymax.cli import main
 from polymax.data.images import read_png
-from polymax.engine.predict import Predictor
+from polymax.inference.predictor import Predictor
 
 KEEP_ALL = dict(postprocess__pixel_confidence=0.0, postprocess__thing_confidence=0.0,
                 postprocess__stuff_confidence=0.0, postprocess__overlap=0.0, postprocess__thing_area_limit=0,

@@ -15,8 +15,8 @@ from deeplab2_fixture import assert_close_to_scale, golden_outputs, load_manifes
 
 from polymax.build import build_model
 from polymax.convert.deeplab2 import state_dict_from_variables
-from polymax.model.fuse import optimise_for_inference
-from polymax.model.postprocess import PanopticPostProcessor
+from polymax.inference.fuse import optimise_for_inference
+from polymax.tasks.panoptic_merge import PanopticPostProcessor
 
 FIXTURES = {"coco_r50": "kmax_r50_coco", "coco_convnext_tiny": "kmax_convnext_tiny_coco"}
 CASES = [(fixture, form) for fixture in sorted(FIXTURES) for form in ("built", "optimised")]

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from polymax.config.train import load_config
 from polymax.engine.assemble import build_collate, build_train_set, build_training_model
 from polymax.engine.criterion import build_criterion
 from polymax.engine.train import fit
-from polymax.engine.train_config import load_config
 
 
 def _config(out_dir, *extra, n=1):

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
+from polymax.config.train import load_config
 from polymax.data import build_dataset
 from polymax.engine.assemble import build_collate, build_training_model
 from polymax.engine.checkpoint import find_checkpoint
 from polymax.engine.criterion import build_criterion
-from polymax.engine.evaluate import evaluate
 from polymax.engine.sampler import SeededDataset
 from polymax.engine.train import TrainingDiverged, fit
-from polymax.engine.train_config import load_config
+from polymax.inference.evaluate import evaluate
 from polymax.losses.terms import LossTerms
 
 

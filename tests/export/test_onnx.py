@@ -8,8 +8,8 @@ import torch
 
 import polymax
 from polymax.cli import main
-from polymax.engine.predict import Predictor
 from polymax.errors import UserError
+from polymax.inference.predictor import Predictor
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

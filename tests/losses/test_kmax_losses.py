@@ -17,8 +17,8 @@ from polymax.losses import (
     pq_dice_term,
     semantic_loss,
 )
+from polymax.losses.matching import MatchResult
 from polymax.losses.targets import MaskTargets
-from polymax.matching import MatchResult
 
 
 def _log_softmax(values: list[float]) -> list[float]:

@@ -11,9 +11,9 @@ from polymax.data.synthetic import SYNTH_MAX_DEPTH, SYNTH_MIN_DEPTH
 from polymax.errors import UserError
 from polymax.model.baseline import DeepLabV3Plus
 from polymax.model.heads.semantic import semantic_map
-from polymax.model.kmax import KMaX
+from polymax.model.meta_arch import KMaX
 from polymax.polymax_build import build_baseline, build_polymax_criterion
-from polymax.polymax_presets import POLYMAX_PRESETS
+from polymax.presets.polymax import POLYMAX_PRESETS
 
 
 @pytest.mark.parametrize("kind", ["semantic", "depth", "normals"])

@@ -12,8 +12,8 @@ from torch import nn
 
 from polymax.build import build_model
 from polymax.convert.deeplab2 import head_mapping
+from polymax.model.cluster_decoder.mask_head import MaskHead
 from polymax.model.heads.classification import ClassHead, void_bias
-from polymax.model.heads.mask_head import MaskHead
 from polymax.model.heads.semantic_decoder import SemanticDecoderBranch, SemanticHeadBranch
 from polymax.structures import Features, MaskPrediction
 

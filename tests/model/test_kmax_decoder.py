@@ -9,10 +9,10 @@ from deeplab2_fixture import array_for, assert_close_to_scale, golden_outputs, l
 from torch import nn
 
 from polymax.convert.deeplab2 import head_mapping
+from polymax.model.cluster_decoder.decoder import KMaXDecoder
+from polymax.model.cluster_decoder.layer import KMaXLayer
+from polymax.model.cluster_decoder.mask_head import MaskHead
 from polymax.model.heads.classification import ClassHead
-from polymax.model.heads.mask_head import MaskHead
-from polymax.model.kmax_decoder import KMaXDecoder
-from polymax.model.kmax_layer import KMaXLayer
 from polymax.structures import PixelFeatures
 
 

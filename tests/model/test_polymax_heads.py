@@ -11,7 +11,7 @@ from polymax.model.heads.depth import DepthHead
 from polymax.model.heads.normals import NormalsHead
 from polymax.model.heads.semantic import SemanticClusterHead, semantic_map, semantic_probabilities
 from polymax.polymax_build import build_polymax_criterion, build_task_head
-from polymax.polymax_presets import POLYMAX_PRESETS
+from polymax.presets.polymax import POLYMAX_PRESETS
 from polymax.structures import MaskPrediction, Prediction
 
 

@@ -8,11 +8,11 @@ import functools
 import pytest
 import torch
 
-from polymax.analysis import count_flops, count_parameters
 from polymax.build import build_model, resolve_config
-from polymax.config import ModelConfig
+from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 from polymax.presets import PRESETS
+from polymax.tools.analysis import count_flops, count_parameters
 
 # Inference parameters (without the training-only semantic branch), spec §7.
 SPEC_PARAMETERS = {

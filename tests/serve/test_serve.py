@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import polymax
-from polymax.engine.predict import Predictor
+from polymax.inference.predictor import Predictor
 from polymax.serve.app import make_server
 
 KEEP_ALL = dict(postprocess__pixel_confidence=0.0, postprocess__thing_confidence=0.0,

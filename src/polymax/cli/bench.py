@@ -1,5 +1,5 @@
 """``polymax bench``: parameters, FLOPs, latency, throughput, peak memory and the fraction of the machine's
-matrix-multiply throughput one model achieves. See :mod:`polymax.bench`.
+matrix-multiply throughput one model achieves. See :mod:`polymax.tools.bench`.
 
     polymax bench --preset kmax_r50_coco --size 641 --batch 1
     polymax bench --preset kmax_r50_coco --size 1281 --fuse --channels-last --json
@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from polymax.bench import BenchSettings, format_report, run_benchmark
     from polymax.errors import UserError
+    from polymax.tools.bench import BenchSettings, format_report, run_benchmark
 
     if len(args.size) not in (1, 2):
         raise UserError(f"--size takes H or H W, got {len(args.size)} numbers")

@@ -1,5 +1,5 @@
 """`polymax demo`: PolyMaX learns semantic segmentation, depth, surface normals and panoptic segmentation of
-the built-in synthetic rooms on a CPU, and shows what it learned (see :mod:`polymax.demo`)."""
+the built-in synthetic rooms on a CPU, and shows what it learned (see :mod:`polymax.tools.demo`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    from polymax.demo import TASKS, DemoInterrupted, beats_trivial, run_demo, settings_for, summary_table
+    from polymax.tools.demo import TASKS, DemoInterrupted, beats_trivial, run_demo, settings_for, summary_table
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     unknown = [t for t in tasks if t not in TASKS]

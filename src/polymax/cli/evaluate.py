@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     import polymax
     from polymax.data import build_dataset
-    from polymax.engine.evaluate import evaluate, format_table
     from polymax.errors import UserError
+    from polymax.inference.evaluate import evaluate, format_table
 
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"data root {args.data_root} does not exist or is not a folder")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = polymax.load_model(args.model, map_location=device)
     if not args.no_optimise:
-        from polymax.model.fuse import optimise_for_inference
+        from polymax.inference.fuse import optimise_for_inference
         model = optimise_for_inference(model, device=device)
     options = {"size": tuple(model.config.crop_size)} if args.dataset == "synth" else {}
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, **options)

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from polymax.export.onnx import export_onnx
-    from polymax.pretrained import load_model
+    from polymax.io.pretrained import load_model
 
     model = load_model(args.model)
     result = export_onnx(model, args.out, height=args.height, width=args.width, dynamic=args.dynamic,
@@ -49,7 +49,7 @@ def parity(model, result) -> dict[str, float]:
     import torch
 
     from polymax.export.onnx import OnnxRunner
-    from polymax.model.kmax import padded_size
+    from polymax.model.meta_arch import padded_size
 
     size = result.input_size or padded_size(tuple(model.config.crop_size))
     images = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255

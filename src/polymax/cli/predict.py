@@ -2,7 +2,7 @@
 
 INPUT may be image files, folders (searched recursively) and glob patterns (quote them). Each image is
 predicted at the model's evaluation geometry and mapped back to its own size; the files written per image are
-listed in :mod:`polymax.engine.outputs`. A missing or unreadable input is reported with its name and skipped;
+listed in :mod:`polymax.inference.outputs`. A missing or unreadable input is reported with its name and skipped;
 the run ends with a summary and exit status 1 if any input failed (2 for a bad model or option).
 """
 
@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from polymax.engine.images_io import collect_inputs, load_rgb
-    from polymax.engine.outputs import write_outputs
-    from polymax.engine.predict import Predictor
     from polymax.errors import UserError
+    from polymax.inference.images_io import collect_inputs, load_rgb
+    from polymax.inference.outputs import write_outputs
+    from polymax.inference.predictor import Predictor
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--onnx runs on the CPU (onnxruntime); drop --device {args.device}")
         predictor = Predictor.from_onnx(args.onnx, **options)
     else:
-        from polymax.pretrained import load_model
+        from polymax.io.pretrained import load_model
         predictor = Predictor(load_model(args.model), device=args.device, optimise=not args.no_optimise, **options)
     out_dir = Path(args.out)
 

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         config = make()
         row = [name, config.backbone.name, config.task.kind, config.dataset.name]
         if args.params:
-            from polymax.analysis import count_preset_parameters
+            from polymax.tools.analysis import count_preset_parameters
             row.append(f"{count_preset_parameters(config) / 1e6:.2f}M")
         rows.append(row)
     header = ["preset", "backbone", "task", "data set"] + (["inference params"] if args.params else [])

@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from polymax.engine.predict import Predictor
     from polymax.errors import UserError
+    from polymax.inference.predictor import Predictor
     from polymax.serve.app import serve
 
     if not 0 <= args.port <= 65535:

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace):
     """The TrainConfig these arguments describe (checked, not yet run)."""
     from polymax.build import resolve_config
-    from polymax.engine.train_config import load_config
+    from polymax.config.train import load_config
     from polymax.errors import UserError
 
     flags = {"model.preset": args.preset, "steps": args.steps, "data.batch_size": args.batch_size,

@@ -2,7 +2,7 @@
 
 ``build_dataset(name, root=..., split=...)`` returns a sequence of :class:`~polymax.data.sample.Sample`
 (before augmentation, original resolution). ``dataset_info(name)`` returns the
-:class:`~polymax.config.DatasetInfo` a model needs (classes, things, colours, ignore 255, label divisor).
+:class:`~polymax.config.model.DatasetInfo` a model needs (classes, things, colours, ignore 255, label divisor).
 Each loader module is imported only when its name is asked for, so ``import polymax.data`` stays cheap and
 the optional dependency h5py is needed only for NYUD-v2.
 """
@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from polymax.config import DatasetInfo
+from polymax.config.model import DatasetInfo
 from polymax.errors import UserError
 
 DATASET_NAMES = ("synth", "nyuv2", "taskonomy", "coco_panoptic", "cityscapes_panoptic", "ade20k_panoptic", "folder")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 
-from polymax.config import DatasetInfo
+from polymax.config.model import DatasetInfo
 from polymax.data.catalog import palette
 from polymax.data.images import (
     check_same_size,

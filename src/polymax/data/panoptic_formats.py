@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polymax.config import DatasetInfo
+from polymax.config.model import DatasetInfo
 from polymax.data.catalog import (
     ade20k_categories,
     cityscapes_train_categories,

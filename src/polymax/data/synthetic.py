@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from polymax.config import DatasetInfo
+from polymax.config.model import DatasetInfo
 from polymax.data.sample import Sample
 from polymax.data.synthetic_render import (
     BOX,

@@ -10,9 +10,9 @@ from typing import Any
 
 from torch import nn
 
-from polymax.config import ModelConfig
+from polymax.config.model import ModelConfig
+from polymax.config.train import TrainConfig
 from polymax.engine.sampler import SeededDataset
-from polymax.engine.train_config import TrainConfig
 from polymax.errors import UserError
 
 
@@ -52,7 +52,7 @@ def load_matching_weights(model: nn.Module, directory: str) -> None:
     """Copy every tensor of a saved model whose name and shape match (e.g. all but a re-sized class head)."""
     from safetensors.torch import load_file
 
-    from polymax.pretrained import WEIGHTS_FILE
+    from polymax.io.pretrained import WEIGHTS_FILE
 
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
@@ -101,7 +101,7 @@ def build_collate(model_config: ModelConfig):
 def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device):
     """``evaluate_fn(model) -> metrics`` on the evaluation split, or None when it has no such split."""
     from polymax.data import build_dataset
-    from polymax.engine.evaluate import evaluate
+    from polymax.inference.evaluate import evaluate
 
     crop = tuple(config.data.crop_size or model_config.crop_size)
     options = {"size": crop, "num_samples": 16} if config.data.dataset == "synth" else {}

@@ -2,7 +2,7 @@
 
 Layout of ``OUT/last/`` (the only checkpoint a run keeps; it is replaced as a whole):
 
-    config.json, model.safetensors   the model, exactly as ``polymax.pretrained.save_pretrained`` writes it,
+    config.json, model.safetensors   the model, exactly as ``polymax.io.pretrained.save_pretrained`` writes it,
                                      so ``polymax.load_model(OUT/last)`` works on any checkpoint
     training_state.pt                optimiser and scheduler state, step, data-stream position and the RNG
                                      states of every rank (python, numpy, torch CPU / CUDA, extra generators)
@@ -81,7 +81,7 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | 
 def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, state: TrainingState,
                     config_yaml: str) -> Path:
     """Write ``model`` (unwrapped, with ``.config``) and ``state`` to ``directory`` atomically."""
-    from polymax.pretrained import save_pretrained
+    from polymax.io.pretrained import save_pretrained
 
     target = Path(directory)
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -117,7 +117,7 @@ def load_checkpoint(directory: str | os.PathLike, *, model: nn.Module) -> Traini
     """Load the weights of ``directory`` into ``model`` (strictly) and return the rest of the state."""
     from safetensors.torch import load_file
 
-    from polymax.pretrained import WEIGHTS_FILE
+    from polymax.io.pretrained import WEIGHTS_FILE
 
     directory = Path(directory)
     try:

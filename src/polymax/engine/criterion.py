@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from polymax.config import ModelConfig
-from polymax.engine.train_config import LossOptions
+from polymax.config.model import ModelConfig
+from polymax.config.train import LossOptions
 from polymax.errors import UserError
 
 

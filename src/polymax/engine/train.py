@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from polymax.config.train import TrainConfig
 from polymax.engine import distributed
 from polymax.engine.checkpoint import (
     LAST,
@@ -41,7 +42,6 @@ from polymax.engine.checkpoint import (
 from polymax.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
 from polymax.engine.reporting import ScalarLog, progress_bar
 from polymax.engine.sampler import SeededDataset, ShardedStream
-from polymax.engine.train_config import TrainConfig
 from polymax.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""ONNX export of the network, and an onnxruntime runner for :class:`~polymax.engine.predict.Predictor`.
+"""ONNX export of the network, and an onnxruntime runner for :class:`~polymax.inference.predictor.Predictor`.
 
 The graph holds the network only: ``images`` float32 (B, 3, H, W), RGB 0..255 â†’ the model-resolution maps
 
@@ -7,7 +7,7 @@ The graph holds the network only: ``images`` float32 (B, 3, H, W), RGB 0..255 â†
 
 Post-processing is a separate, documented step in PyTorch / numpy (it is data-dependent: mask-wise merging
 pastes a varying number of segments): :class:`OnnxRunner` feeds the graph and
-:class:`~polymax.engine.predict.Predictor` resizes, merges and crops exactly as for a PyTorch model.
+:class:`~polymax.inference.predictor.Predictor` resizes, merges and crops exactly as for a PyTorch model.
 
 Geometry. A *static* graph (``height``/``width``, default the preset's crop size) takes one image of exactly
 that size and pads it to 32k+1 inside the graph. A ``dynamic`` graph takes any batch and any H, W **of the
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from polymax.config import ModelConfig
+from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 
 INPUT_NAME = "images"
@@ -64,7 +64,7 @@ class _Network(nn.Module):
 def export_onnx(model: nn.Module, path: str | Path, *, height: int | None = None, width: int | None = None,
                 dynamic: bool = False, opset: int = 17, exporter: str = "torchscript") -> ExportResult:
     """Write ``model`` (a polymax model with ``.config``) as an ONNX graph; see the module docstring."""
-    from polymax.model.kmax import padded_size
+    from polymax.model.meta_arch import padded_size
 
     onnx = _require("onnx")
     config = getattr(model, "config", None)
@@ -124,7 +124,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, height: int | None = None
 
 
 class OnnxRunner:
-    """Runs an exported graph in onnxruntime on the CPU; a :class:`~polymax.engine.predict.Runner`."""
+    """Runs an exported graph in onnxruntime on the CPU; a :class:`~polymax.inference.predictor.Runner`."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
         ort = _require("onnxruntime")
@@ -155,7 +155,7 @@ class OnnxRunner:
                 for j, name in enumerate(self.output_names)}
 
     def __call__(self, images: Tensor):
-        from polymax.engine.predict import RawOutputs
+        from polymax.inference.predictor import RawOutputs
 
         out = self.run_arrays(images)
         return RawOutputs(mask_logits=out["mask_logits"], class_logits=out.get("class_logits"),
@@ -179,7 +179,7 @@ def _read_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:
 
 
 def _format_version() -> int:
-    from polymax.pretrained import FORMAT_VERSION
+    from polymax.io.pretrained import FORMAT_VERSION
     return FORMAT_VERSION
 
 

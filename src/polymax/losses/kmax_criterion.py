@@ -27,11 +27,11 @@ from torch import Tensor, nn
 
 from polymax.losses.instance_discrimination import instance_discrimination_loss
 from polymax.losses.mask_id import mask_id_cross_entropy
+from polymax.losses.matching import MatchResult, fixed_match, hungarian_match
 from polymax.losses.pq_style import pq_class_term, pq_dice_term
 from polymax.losses.semantic import semantic_loss, small_instance_weights
 from polymax.losses.targets import MaskTargets, prepare_mask_targets
 from polymax.losses.terms import LossTerms
-from polymax.matching import MatchResult, fixed_match, hungarian_match
 from polymax.structures import Prediction, Targets
 
 PQ_CLASS = "pq_style_loss_class_term"

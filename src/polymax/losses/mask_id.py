@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from polymax.losses.matching import MatchResult
 from polymax.losses.pq_style import pixel_slot
 from polymax.losses.reduction import average_nonzero
 from polymax.losses.targets import MaskTargets
-from polymax.matching import MatchResult
 
 
 def mask_id_cross_entropy(mask_logits: Tensor, match: MatchResult, targets: MaskTargets, *,

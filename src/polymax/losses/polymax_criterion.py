@@ -15,7 +15,7 @@ Deep supervision: the depth / normal terms are computed on the final prediction 
 Geometry. Targets come at the input resolution (H, W); the model predicts on the bottom/right-padded
 32k+1 input at stride 4 (auxiliary predictions at 32, 16, 8). Depth and normal predictions are **upsampled to the
 targets** — bilinear with align_corners to the padded size, then the padding is cropped away
-(:func:`polymax.model.kmax.resize_to_input`; normals are then renormalised) — the convention of AdaBins /
+(:func:`polymax.model.meta_arch.resize_to_input`; normals are then renormalised) — the convention of AdaBins /
 BinsFormer, which uses every GT pixel and keeps thin structures and the gradient loss at full resolution.
 The padded area never meets a target, so it is excluded by construction. Depth is valid where
 min_depth < g ≤ max_depth (0 = missing is therefore invalid); normals where the GT vector is not all-zero.
@@ -42,8 +42,8 @@ from polymax.losses.kmax_criterion import KMaXCriterion
 from polymax.losses.normals import angular_loss, normal_l2_loss, valid_normals
 from polymax.losses.semantic import semantic_loss
 from polymax.losses.terms import LossTerms
-from polymax.model.heads.mask_head import l2_normalise
-from polymax.model.kmax import padded_size, resize_to_input
+from polymax.model.cluster_decoder.mask_head import l2_normalise
+from polymax.model.meta_arch import padded_size, resize_to_input
 from polymax.structures import Prediction, Targets
 
 

@@ -1,6 +1,6 @@
 """The PQ-style loss of MaX-DeepLab / kMaX-DeepLab: a class term and a mask dice term (deeplab2 spec §2.3).
 
-Both terms use the matching of the final output (:class:`polymax.matching.MatchResult`), whose detached
+Both terms use the matching of the final output (:class:`polymax.losses.matching.MatchResult`), whose detached
 quantities act as weights: matched slots learn their GT class weighted by their mask dice, unmatched slots
 learn "void" weighted by their overlap with void pixels, and each GT mask's dice loss is weighted by the
 matched slot's probability of the GT class. The focal α balances the two terms (α / K on the dice term).
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from polymax.losses.matching import MatchResult
 from polymax.losses.reduction import average_nonzero
 from polymax.losses.targets import MaskTargets
-from polymax.matching import MatchResult
 
 # Weight floor: a zero weight would make a term vanish from deeplab2's "mean over non-zero" normaliser.
 MIN_WEIGHT = 1e-5

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymax.config import ModelConfig
+from polymax.config.model import ModelConfig
 from polymax.model.heads.semantic_decoder import ASPP
-from polymax.model.kmax import KMaX
 from polymax.model.layers.conv import ConvBN
+from polymax.model.meta_arch import KMaX
 from polymax.structures import Features, Prediction
 
 
@@ -73,6 +73,6 @@ class DeepLabV3Plus(nn.Module):
         return self.head(self.decoder(self.backbone(self.preprocess(images))))
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` to the directory ``path`` (see polymax.pretrained)."""
-        from polymax.pretrained import save_pretrained
+        """Write ``config.json`` + ``model.safetensors`` to the directory ``path`` (see polymax.io.pretrained)."""
+        from polymax.io.pretrained import save_pretrained
         save_pretrained(self, path)

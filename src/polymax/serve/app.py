@@ -20,10 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
 
-from polymax.engine.images_io import to_rgb
-from polymax.engine.outputs import pictures
-from polymax.engine.predict import Predictor
 from polymax.errors import UserError
+from polymax.inference.images_io import to_rgb
+from polymax.inference.outputs import pictures
+from polymax.inference.predictor import Predictor
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 _MAX_PIXELS = 50_000_000   # refuse decompression bombs well before Pillow's own limit

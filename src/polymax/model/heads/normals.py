@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from polymax.model.cluster_decoder.mask_head import l2_normalise
 from polymax.model.heads.cluster_values import ClusterMLP, mix_over_clusters
-from polymax.model.heads.mask_head import l2_normalise
 from polymax.structures import MaskPrediction, Prediction
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polymax.model.heads.mask_head import l2_normalise
+from polymax.model.cluster_decoder.mask_head import l2_normalise
 from polymax.structures import Prediction
 
 

@@ -61,6 +61,6 @@ def semantic_map(prediction: Prediction, input_size: tuple[int, int] | None = No
     """
     logits = prediction.mask_logits.float()
     if input_size is not None:
-        from polymax.model.kmax import resize_to_input
+        from polymax.model.meta_arch import resize_to_input
         logits = resize_to_input(logits, tuple(input_size))
     return logits.argmax(dim=1)

@@ -1,0 +1,117 @@
+"""Portable model directories: ``config.json`` + ``model.safetensors`` (no pickle).
+
+``save_pretrained(model, path)`` writes both files atomically (temporary name, then rename), so an
+interrupted save never leaves a half-written model that loads. ``load_model(path)`` rebuilds the model
+from the saved :class:`~polymax.config.model.ModelConfig` and loads the weights strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from polymax.config.model import ModelConfig
+from polymax.errors import UserError
+
+FORMAT_NAME = "polymax"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
+    """Write ``model`` (which must carry ``model.config: ModelConfig``) to the directory ``path``."""
+    from safetensors.torch import save_file
+
+    from polymax import __version__
+
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError("save_pretrained needs a model built by polymax.build_model (it has no .config)")
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the model directory {directory}: {error.strerror}") from error
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "polymax_version": __version__,
+              "config": config.to_dict()}
+    if extra:
+        header["extra"] = extra
+    # safetensors refuses shared / non-contiguous storage: store independent contiguous copies.
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(header, indent=2) + "\n"))
+    return directory
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig of a saved model directory, with clear errors for missing or foreign files."""
+    directory = Path(path)
+    config_path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise UserError(f"model directory {directory} does not exist; pass a folder written by save_pretrained, "
+                        "`polymax train` or `polymax convert`")
+    if not config_path.is_file():
+        raise UserError(f"{config_path} is missing; {directory} is not a polymax model directory")
+    try:
+        header = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{config_path} is not valid JSON ({error}); the file is corrupt") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise UserError(f"{config_path} was not written by polymax (no 'format: polymax' field)")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{config_path} has format version {version}, newer than this polymax understands "
+                        f"({FORMAT_VERSION}); upgrade polymax (`pip install -U polymax`)")
+    return ModelConfig.from_dict(header["config"])
+
+
+def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild and load a model written by :func:`save_pretrained`; returned in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from polymax.build import build_model
+
+    config = read_config(path)
+    weights_path = Path(path) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise UserError(f"{weights_path} is missing; the model directory is incomplete")
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{weights_path} could not be read ({error}); the file is corrupt or truncated") from error
+    model = build_model(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or misshaped:
+        raise UserError(f"{weights_path} does not match preset {config.preset!r}: "
+                        f"{_summary('missing', missing)}{_summary('unexpected', unexpected)}"
+                        f"{_summary('mis-shaped', misshaped)}".rstrip("; "))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _summary(label: str, keys: list[str]) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return f"{len(keys)} {label} ({shown}); "
+
+
+def atomic_write(target: Path, write) -> None:
+    """``write(tmp)`` to a temporary name beside ``target``, then rename: readers see the old file or the
+    complete new one, never a partial one. Failures become a one-line UserError naming ``target``."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from error

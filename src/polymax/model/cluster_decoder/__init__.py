@@ -1,0 +1,1 @@
+"""The kMaX cluster decoder: learned cluster centres refined by kMaX layers, and the mask head."""

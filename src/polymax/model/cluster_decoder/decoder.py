@@ -1,0 +1,64 @@
+"""The kMaX transformer decoder: learned cluster centres refined by kMaX layers (spec §1.3).
+
+PixelFeatures (os32, os16, os8 maps) → ClusterCentres. ``num_layers`` kMaX layers run on each of the
+three pixel-decoder stages, coarse to fine (default 2 + 2 + 2). Each layer's auxiliary MaskPrediction
+(at that layer's stride, computed on its *input* centres) is kept for deep supervision. The final
+centres are projected twice: class embeddings and mask embeddings (B, K, E).
+
+Drop query (kMaX paper §4, not in the official code; off by default): in training, a random subset of
+the learned centres is used — ``drop_query`` is the dropped fraction (the paper drops half of 256).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from polymax.model.cluster_decoder.layer import KMaXLayer
+from polymax.model.layers.conv import LinearBN
+from polymax.structures import ClusterCentres, PixelFeatures
+
+
+class KMaXDecoder(nn.Module):
+    def __init__(self, *, pixel_channels: tuple[int, int, int] = (2048, 1024, 512),
+                 num_layers: tuple[int, int, int] = (2, 2, 2), num_queries: int, hidden: int = 256,
+                 num_heads: int = 8, ffn: int = 2048, drop_path_keep: float = 1.0, mask_dim: int = 128,
+                 pixel_head_channels: int = 256, drop_query: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= drop_query < 1.0:
+            raise ValueError(f"drop_query must be in [0, 1), got {drop_query}")
+        self.drop_query = drop_query
+        self.num_layers = tuple(num_layers)
+        self.cluster_centres = nn.Parameter(torch.empty(num_queries, hidden))
+        nn.init.trunc_normal_(self.cluster_centres, std=1.0)
+        # Key depth = hidden / 2 (deeplab2: filters 128, key expansion 1, value expansion 2 → 256).
+        self.layers = nn.ModuleList(
+            KMaXLayer(pixel_channels=channels, hidden=hidden, num_heads=num_heads, key_channels=hidden // 2,
+                      ffn=ffn, drop_path_keep=drop_path_keep, mask_dim=mask_dim,
+                      pixel_head_channels=pixel_head_channels)
+            for channels, count in zip(pixel_channels, num_layers) for _ in range(count))
+        self.class_projection = LinearBN(hidden, hidden, activation=nn.GELU())
+        self.mask_projection = LinearBN(hidden, hidden, activation=nn.GELU())
+
+    def initial_centres(self, batch: int) -> Tensor:
+        """(B, K', E): all learned centres, or a random subset of them when drop query is active."""
+        centres = self.cluster_centres
+        if self.training and self.drop_query > 0.0:
+            keep = max(1, round(centres.shape[0] * (1.0 - self.drop_query)))
+            index = torch.randperm(centres.shape[0], device=centres.device)[:keep].sort().values
+            centres = centres[index]
+        return centres.unsqueeze(0).expand(batch, -1, -1)
+
+    def forward(self, pixels: PixelFeatures) -> ClusterCentres:
+        maps = (pixels.os32, pixels.os16, pixels.os8)
+        centres = self.initial_centres(pixels.os32.shape[0])
+        predictions = []
+        layer_index = 0
+        for pixel_map, count in zip(maps, self.num_layers):
+            for _ in range(count):
+                centres, aux = self.layers[layer_index](centres, pixel_map)
+                predictions.append(aux)
+                layer_index += 1
+        return ClusterCentres(class_embeddings=self.class_projection(centres),
+                              mask_embeddings=self.mask_projection(centres), layers=predictions)
+

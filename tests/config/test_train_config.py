@@ -1,0 +1,76 @@
+"""TrainConfig: YAML recipes, --set overrides with type conversion, clear errors, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polymax.config.train import TrainConfig, apply_override, load_config
+from polymax.errors import UserError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_overrides_convert_to_the_field_types():
+    config = load_config(overrides=["optim.lr=1e-4", "steps=20", "data.crop_size=[65, 97]", "precision=bf16",
+                                    "data.root=null", "sync_bn=false", "model.backbone_drop_path_keep=0.9"])
+    assert config.optim.lr == 1e-4 and isinstance(config.optim.lr, float)  # YAML reads '1e-4' as a string
+    assert config.steps == 20 and config.data.crop_size == (65, 97)
+    assert config.precision == "bf16" and config.sync_bn is False and config.data.root is None
+    assert config.model.backbone_drop_path_keep == 0.9
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("optim.learning_rate=1", "unknown config field"),
+    ("optimiser.lr=1", "unknown config section"),
+    ("steps=ten", "expects int"),
+    ("steps=1.5", "expects int"),
+    ("sync_bn=maybe", "expects bool"),
+    ("data.crop_size=[1, 2, 3]", "expects"),
+    ("precision=fp16", "precision must be"),
+    ("no-equals-sign", "section.field=value"),
+])
+def test_bad_overrides_are_user_errors(assignment, message):
+    with pytest.raises(UserError, match=message):
+        apply_override(TrainConfig(), assignment)
+
+
+def test_yaml_round_trip_and_precedence(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("optim: {lr: 3.0e-4}\nsteps: 60000\ndata: {batch_size: 32, crop_size: [1025, 2049]}\n")
+    config = load_config(path, overrides=["steps=10"])
+    assert config.optim.lr == 3e-4 and config.steps == 10 and config.data.crop_size == (1025, 2049)
+    assert TrainConfig.from_dict(__import__("yaml").safe_load(config.to_yaml())) == config
+
+
+def test_bad_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "typo.yaml").write_text("optim: {lrr: 1}\n")
+    with pytest.raises(UserError, match="lrr"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "broken.yaml").write_text("optim: [\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_recipes_load_and_name_real_presets(path):
+    from polymax.presets import PRESETS
+
+    config = load_config(path)
+    assert config.model.preset in PRESETS
+    assert config.data.batch_size % config.data.accumulate == 0
+
+
+def test_recipes_follow_the_paper_table():
+    by_name = {p.stem: load_config(p) for p in CONFIGS}
+    coco, cityscapes, ade = by_name["kmax_r50_coco"], by_name["kmax_r50_cityscapes"], by_name["kmax_r50_ade20k"]
+    assert (coco.data.batch_size, coco.steps, coco.optim.lr) == (64, 150_000, 5e-4)
+    assert (cityscapes.data.batch_size, cityscapes.steps, cityscapes.optim.lr) == (32, 60_000, 3e-4)
+    assert (ade.data.batch_size, ade.steps, ade.optim.lr) == (64, 100_000, 5e-4)
+    assert cityscapes.augment.autoaugment_magnitude == 0.2 and cityscapes.loss.semantic_top_k == 0.2
+    assert (coco.augment.min_scale, coco.augment.max_scale) == (0.3, 1.7)
+    assert ade.model.decoder_drop_path_keep == 1.0 and coco.model.decoder_drop_path_keep == 0.8
+    assert all(c.optim.warmup_steps == 5000 for c in (coco, cityscapes, ade))
