@@ -23,6 +23,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -49,6 +50,21 @@ def glpn_b4() -> Callable[[torch.Tensor], object] | None:
         return None
     config = GLPNConfig(depths=[3, 8, 27, 3], hidden_sizes=[64, 128, 320, 512], decoder_hidden_size=64, max_depth=10)
     return GLPNForDepthEstimation(config).eval()
+
+
+@dataclass(frozen=True)
+class Match:
+    """One comparison: our preset, the peer's name and builder, and the default input size (H[, W])."""
+
+    preset: str
+    peer_name: str
+    peer: Callable[[], Callable[[torch.Tensor], object] | None]
+    size: tuple[int, ...]
+
+
+# Depth: the BTS / AdaBins NYU crop; GLPN needs multiples of 32 and ours pads it to 417×545 itself.
+MATCHES = {"panoptic": Match("kmax_r50_coco", "mask2former-r50", mask2former_r50, (641,)),
+           "depth": Match("polymax_r50_nyu_depth", "glpn-b4", glpn_b4, (416, 544))}
 
 
 def ours(preset: str, *, fast: bool, fuse: bool = True) -> torch.nn.Module:
@@ -104,7 +120,7 @@ def compare(contenders: dict[str, tuple[torch.nn.Module, Callable[[], object]]],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=("panoptic", "depth"), default="panoptic")
+    parser.add_argument("--task", choices=tuple(MATCHES), default="panoptic")
     parser.add_argument("--size", type=int, nargs="+", default=None, metavar="H [W]",
                         help="input size (default: 641 panoptic, 416 544 depth)")
     parser.add_argument("--batch", type=int, default=1)
@@ -126,17 +142,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from polymax.tools.bench import machine_description
 
-    # Depth: the BTS / AdaBins NYU crop; GLPN needs multiples of 32 and ours pads it to 417×545 itself.
-    size = tuple(args.size) if args.size else ((641,) if args.task == "panoptic" else (416, 544))
+    match = MATCHES[args.task]
+    size = tuple(args.size) if args.size else match.size
     height, width = size[0], size[-1]
-    preset = "kmax_r50_coco" if args.task == "panoptic" else "polymax_r50_nyu_depth"
+    preset = match.preset
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, height, width, generator=torch.Generator().manual_seed(0)) * 255
     images_cl = images.contiguous(memory_format=torch.channels_last)
     eager, fast = ours(preset, fast=False), ours(preset, fast=True)
     contenders = {"ours-eager": (eager, lambda: eager(images)), "ours-fast": (fast, lambda: fast(images_cl))}
-    peer_name = "mask2former-r50" if args.task == "panoptic" else "glpn-b4"
-    peer = mask2former_r50() if args.task == "panoptic" else glpn_b4()
+    peer_name, peer = match.peer_name, match.peer()
     if peer is None:
         print(f"transformers is not installed: skipping the peer {peer_name}. {PEER_NOTE}")
     else:

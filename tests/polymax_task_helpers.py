@@ -19,12 +19,12 @@ from polymax.structures import Targets
 QUERIES = {"semantic": 6, "depth": 16, "normals": 8}
 
 
-def tiny_config(kind: str, architecture: str = "kmax") -> ModelConfig:
-    """B's kmax_tiny_test trunk (6 synthetic classes) with a PolyMaX task, no drop path, no aux semantic branch."""
+def tiny_config(name: str, architecture: str = "kmax") -> ModelConfig:
+    """B's kmax_tiny_test trunk (6 synthetic classes) with one PolyMaX task, no drop path, no aux semantic branch."""
     base = kmax_tiny_test()
-    task = TaskConfig(kind=kind, aux_semantic="none", min_depth=SYNTH_MIN_DEPTH, max_depth=SYNTH_MAX_DEPTH)
-    return replace(base, preset=f"tiny_{architecture}_{kind}", architecture=architecture, task=task,
-                   kmax_decoder=replace(base.kmax_decoder, num_queries=QUERIES[kind], drop_path_keep=1.0),
+    task = TaskConfig(name=name, aux_semantic="none", min_depth=SYNTH_MIN_DEPTH, max_depth=SYNTH_MAX_DEPTH)
+    return replace(base, preset=f"tiny_{architecture}_{name}", architecture=architecture, tasks=(task,),
+                   kmax_decoder=replace(base.kmax_decoder, num_queries=QUERIES[name], drop_path_keep=1.0),
                    backbone=replace(base.backbone, drop_path_keep=1.0))
 
 
@@ -48,17 +48,17 @@ def calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
         norm.momentum = momentum
 
 
-def task_metric(model: nn.Module, kind: str, images: torch.Tensor, targets: Targets) -> float:
+def task_metric(model: nn.Module, name: str, images: torch.Tensor, targets: Targets) -> float:
     """Depth RMS (m), normal mean angle (°) or mIoU of ``model`` on the batch, in eval mode with calibrated BN."""
     calibrate_batch_norm(model, images)
     model.eval()
-    output = predict_dense(model, images, task=kind, min_depth=SYNTH_MIN_DEPTH, max_depth=SYNTH_MAX_DEPTH)
+    output = predict_dense(model, images, task=name)    # the depth range: the model's task config
     model.train()
-    if kind == "depth":
+    if name == "depth":
         metric = DepthMetrics(min_depth=SYNTH_MIN_DEPTH, max_depth=SYNTH_MAX_DEPTH)
         metric.update(output, targets.depth)
         return metric.compute()["rms"]
-    if kind == "normals":
+    if name == "normals":
         metric = NormalMetrics()
         metric.update(output, targets.normals)
         return metric.compute()["mean"]
@@ -69,12 +69,13 @@ def task_metric(model: nn.Module, kind: str, images: torch.Tensor, targets: Targ
 
 def train(model: nn.Module, criterion: nn.Module, images: torch.Tensor, targets: Targets, *, steps: int,
           lr: float = 1e-3) -> list[float]:
-    """``steps`` AdamW steps on one batch; returns the loss of every step."""
+    """``steps`` AdamW steps on one batch; returns the loss of every step. ``criterion(run: TaskRun, targets)``
+    reads the model's only task's run."""
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     losses = []
     for _ in range(steps):
-        loss = criterion(model(images), targets).total
+        loss = criterion(model(images).run, targets).total
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -1,13 +1,13 @@
 """PolyMaX: general dense prediction with k-means mask transformers, in PyTorch.
 
-Public API: :func:`build_model`, :func:`load_model`, :data:`PRESETS`.
+Public API: :func:`build_model`, :func:`load_model`, :func:`save_pretrained`, :data:`PRESETS`, :data:`TASKS`.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build_model", "load_model", "PRESETS"]
+__all__ = ["__version__", "build_model", "load_model", "save_pretrained", "PRESETS", "TASKS"]
 
 
 def __getattr__(name: str):
@@ -18,6 +18,12 @@ def __getattr__(name: str):
     if name == "load_model":
         from polymax.io.pretrained import load_model
         return load_model
+    if name == "save_pretrained":
+        from polymax.io.pretrained import save_pretrained
+        return save_pretrained
+    if name == "TASKS":
+        from polymax.tasks import TASKS
+        return TASKS
     if name == "PRESETS":
         from polymax.presets import PRESETS
         return PRESETS

@@ -1,15 +1,15 @@
 """The one place where a ModelConfig meets the constructors.
 
 ``build_model("kmax_r50_coco")`` or ``build_model(config)`` → :class:`polymax.model.meta_arch.KMaX`.
-Overrides, kept simple:
+Overrides use the dialect of ``--set`` (dotted keys; ``section__field`` is also accepted):
 
 * a top-level field of ModelConfig: ``build_model("kmax_r50_coco", crop_size=(641, 641))``, or a whole
   section: ``dataset=my_dataset_info``;
-* a field of a section, written ``section__field``: ``kmax_decoder__num_queries=256``,
-  ``backbone__drop_path_keep=1.0``, ``task__aux_semantic="none"``.
+* a field of a section: ``**{"kmax_decoder.num_queries": 256}``, ``kmax_decoder__num_queries=256``;
+* a field of one task: ``**{"tasks.depth.max_depth": 20.0}``, ``tasks__depth__max_depth=20.0``.
 
-To add a task head, add its branch in :func:`build_task_head` (one ``if`` per ``task.kind``); the PolyMaX
-heads and the DeepLabv3+ baseline are built by :mod:`polymax.polymax_build`.
+Task heads, criteria and the rest of a task come from ``polymax.tasks.TASKS``: nothing here switches on a task
+name.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import nn
 
 from polymax.config.model import BackboneConfig, ModelConfig
 from polymax.errors import UserError
+from polymax.tasks import get_task
 
 
 def resolve_config(preset: str | ModelConfig, **overrides: Any) -> ModelConfig:
@@ -40,26 +41,29 @@ def resolve_config(preset: str | ModelConfig, **overrides: Any) -> ModelConfig:
 
 def _apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     top = {f.name for f in fields(ModelConfig)}
-    direct, nested = {}, {}
     for key, value in overrides.items():
-        section, _, name = key.partition("__")
-        if section not in top:
-            raise UserError(f"unknown override {key!r}; use one of {sorted(top)} or section__field")
-        if name:
-            nested.setdefault(section, {})[name] = value
+        path = key.replace("__", ".").split(".")
+        if path[0] not in top:
+            raise UserError(f"unknown override {key!r}; use one of {sorted(top)}, section.field or "
+                            "tasks.NAME.field")
+        if len(path) == 1:
+            config = replace(config, **{path[0]: value})
+        elif path[0] == "tasks" and len(path) == 3:
+            config.task(path[1])                        # a one-line error for a task the model lacks
+            config = replace(config, tasks=tuple(_set_field(task, path[2], value, key) if task.name == path[1]
+                                                 else task for task in config.tasks))
+        elif len(path) == 2 and is_dataclass(getattr(config, path[0])):
+            config = replace(config, **{path[0]: _set_field(getattr(config, path[0]), path[1], value, key)})
         else:
-            direct[key] = value
-    config = replace(config, **direct)
-    for section, values in nested.items():
-        current = getattr(config, section)
-        if not is_dataclass(current):
-            raise UserError(f"override {section}__…: {section!r} is not a section with fields")
-        known = {f.name for f in fields(current)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown override {section}__{unknown[0]}; {section} has {sorted(known)}")
-        config = replace(config, **{section: replace(current, **values)})
+            raise UserError(f"override {key!r}: use field, section.field or tasks.NAME.field")
     return config
+
+
+def _set_field(section: Any, name: str, value: Any, key: str) -> Any:
+    known = {f.name for f in fields(section)}
+    if name not in known:
+        raise UserError(f"unknown override {key!r}; {type(section).__name__} has {sorted(known)}")
+    return replace(section, **{name: value})
 
 
 def build_backbone(config: BackboneConfig) -> nn.Module:
@@ -85,45 +89,45 @@ def endpoint_activation(backbone_name: str) -> str:
     return "relu" if backbone_name in ("resnet50", "resnet_tiny") else "gelu"
 
 
-def build_task_head(config: ModelConfig, *, num_predictions: int) -> nn.Module:
-    """The task head for ``config.task.kind`` (see polymax.model.heads.classification for the interface)."""
-    kind = config.task.kind
-    if kind == "panoptic":
-        from polymax.model.heads.classification import ClassHead
-        if config.dataset.num_classes < 1:
-            raise UserError(f"preset {config.preset!r} has a data set without classes; pass dataset=DatasetInfo(...)")
-        return ClassHead(num_classes=config.dataset.num_classes, in_channels=config.kmax_decoder.hidden,
-                         num_predictions=num_predictions)
-    if kind in ("semantic", "depth", "normals"):
-        from polymax.polymax_build import build_task_head as build_polymax_head
-        return build_polymax_head(config, num_predictions=num_predictions)
-    raise UserError(f"unknown task kind {kind!r}; use panoptic, semantic, depth or normals")
 
 
-def build_semantic_branch(config: ModelConfig, channels: tuple[int, ...]) -> nn.Module | None:
-    """The training-only auxiliary semantic branch; ``channels`` are the backbone's 5 endpoint channels.
+def build_semantic_branch(config: ModelConfig, channels: tuple[int, ...]) -> tuple[nn.Module | None, tuple[str, ...]]:
+    """The training-only auxiliary semantic branch and the tasks it serves (segmentation tasks whose
+    ``aux_semantic`` is not 'none'; they must agree on the variant); ``channels``: the backbone's 5 endpoints.
 
     Its width follows ``head.pixel_head_channels`` (256 in every official preset, as deeplab2's semantic
     decoder), with low-level projections of width / 4 and width / 8 (64 and 32)."""
     from polymax.model.heads.semantic_decoder import SemanticDecoderBranch, SemanticHeadBranch
-    variant, num_logits = config.task.aux_semantic, config.dataset.num_classes + 1
+
+    for task in config.tasks:
+        if task.aux_semantic not in ("decoder", "head", "none"):
+            raise UserError(f"tasks.{task.name}.aux_semantic must be 'decoder', 'head' or 'none', "
+                            f"got {task.aux_semantic!r}")
+    served = [task for task in config.tasks if get_task(task.name).needs_classes and task.aux_semantic != "none"]
+    variants = {task.aux_semantic for task in served}
+    if len(variants) > 1:
+        raise UserError(f"tasks {[t.name for t in served]} ask for different auxiliary semantic branches "
+                        f"{sorted(variants)}; use one")
+    if not served:
+        return None, ()
+    variant, num_logits = variants.pop(), config.dataset.num_classes + 1
     width = config.head.pixel_head_channels
     if variant == "decoder":
-        return SemanticDecoderBranch(stage_channels=(channels[1], channels[2], channels[4]), num_logits=num_logits,
-                                     endpoint_activation=endpoint_activation(config.backbone.name), channels=width,
-                                     low_level_channels=(width // 4, width // 8))
-    if variant == "head":
-        return SemanticHeadBranch(in_channels=channels[4], num_logits=num_logits, channels=width)
-    if variant == "none":
-        return None
-    raise UserError(f"task.aux_semantic must be 'decoder', 'head' or 'none', got {variant!r}")
+        branch = SemanticDecoderBranch(stage_channels=(channels[1], channels[2], channels[4]), num_logits=num_logits,
+                                       endpoint_activation=endpoint_activation(config.backbone.name), channels=width,
+                                       low_level_channels=(width // 4, width // 8))
+    else:
+        branch = SemanticHeadBranch(in_channels=channels[4], num_logits=num_logits, channels=width)
+    return branch, tuple(task.name for task in served)
 
 
 def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
     """Build the model of a preset name or ModelConfig (in training mode, freshly initialised)."""
     config = resolve_config(preset, **overrides)
+    if not config.tasks or len(set(config.task_names)) != len(config.tasks):
+        raise UserError(f"preset {config.preset!r} must list each task once, got {list(config.task_names)}")
+    tasks = {task.name: get_task(task.name) for task in config.tasks}
     if config.architecture == "deeplabv3plus":        # the per-pixel baseline of the PolyMaX paper
-        from polymax.polymax_build import build_baseline
         return build_baseline(config)
     if config.architecture != "kmax":
         raise UserError(f"unknown architecture {config.architecture!r}; use 'kmax' or 'deeplabv3plus'")
@@ -141,25 +145,50 @@ def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
     pixel_decoder = KMaXPixelDecoder(in_channels=tuple(backbone.channels), dims=pd.dims, num_blocks=pd.num_blocks,
                                      block_types=pd.block_types, num_heads=pd.num_heads)
     kd, head = config.kmax_decoder, config.head
+    groups = {task.name: task.num_queries for task in config.tasks if task.num_queries > 0}
+    shared = kd.num_queries if len(groups) < len(config.tasks) else 0      # no shared group nobody reads
     kmax_decoder = KMaXDecoder(pixel_channels=tuple(4 * d for d in pd.dims[:3]), num_layers=kd.num_layers,
-                               num_queries=kd.num_queries, hidden=kd.hidden, num_heads=kd.num_heads, ffn=kd.ffn,
+                               num_queries=shared, hidden=kd.hidden, num_heads=kd.num_heads, ffn=kd.ffn,
                                drop_path_keep=kd.drop_path_keep, mask_dim=head.mask_dim,
-                               pixel_head_channels=head.pixel_head_channels, drop_query=kd.drop_query)
+                               pixel_head_channels=head.pixel_head_channels, drop_query=kd.drop_query,
+                               group_sizes=groups, task_names=config.task_names if kd.task_conditioned else ())
     mask_head = MaskHead(pixel_channels=4 * pd.dims[-1], cluster_channels=kd.hidden,
                          head_channels=head.pixel_head_channels, mask_dim=head.mask_dim)
-    task_head = build_task_head(config, num_predictions=sum(kd.num_layers) + 1)
+    count = sum(kd.num_layers) + 1                  # one prediction per kMaX layer, and the final one
+    heads = {task.name: tasks[task.name].build_head(config, task, num_predictions=count,
+                                                    num_queries=task.num_queries or kd.num_queries)
+             for task in config.tasks}
+    branch, semantic_tasks = build_semantic_branch(config, tuple(backbone.channels))
     return KMaX(backbone=backbone, pixel_decoder=pixel_decoder, kmax_decoder=kmax_decoder, mask_head=mask_head,
-                task_head=task_head, semantic_branch=build_semantic_branch(config, tuple(backbone.channels)),
-                config=config)
+                heads=heads, semantic_branch=branch, semantic_tasks=semantic_tasks, config=config)
 
 
-def build_postprocessor(config: ModelConfig):
-    """The panoptic post-processor configured by ``config.postprocess`` and ``config.dataset``."""
-    from polymax.tasks.panoptic_merge import PanopticPostProcessor
-    pp, info = config.postprocess, config.dataset
-    return PanopticPostProcessor(
-        thing_classes=info.thing_classes, num_classes=info.num_classes, ignore_label=info.ignore_label,
-        label_divisor=info.label_divisor, pixel_confidence=pp.pixel_confidence,
-        thing_confidence=pp.thing_confidence, stuff_confidence=pp.stuff_confidence, overlap=pp.overlap,
-        reorder_class_weight=pp.reorder_class_weight, reorder_mask_weight=pp.reorder_mask_weight,
-        thing_area_limit=pp.thing_area_limit, stuff_area_limit=pp.stuff_area_limit)
+def build_baseline(config: ModelConfig) -> nn.Module:
+    """The per-pixel DeepLabv3+ model for ``config`` (backbone, data set, tasks; decoder width
+    ``head.pixel_head_channels``)."""
+    from polymax.model.baseline import DeepLabV3Plus, DeepLabV3PlusDecoder
+
+    width = config.head.pixel_head_channels
+    heads = {}
+    for task in config.tasks:
+        head = get_task(task.name).build_baseline_head(config, task, in_channels=width)
+        if head is None:
+            raise UserError(f"the deeplabv3plus baseline has no head for the {task.name} task")
+        heads[task.name] = head
+    backbone = build_backbone(config.backbone)
+    channels = tuple(backbone.channels)
+    decoder = DeepLabV3PlusDecoder(stage2_channels=channels[1], stage5_channels=channels[4], channels=width,
+                                   endpoint_activation=endpoint_activation(config.backbone.name))
+    return DeepLabV3Plus(backbone=backbone, decoder=decoder, heads=heads, config=config)
+
+
+def build_criterion(config: ModelConfig, task: str | None = None, train_config: Any = None) -> nn.Module:
+    """``criterion(run: TaskRun, targets) -> LossTerms`` of one task of ``config`` (None: its only task), with
+    the task's loss section of ``train_config`` (a TrainConfig; None = the defaults). Random pixel sampling
+    (instance discrimination) draws from torch's global generator, whose state the checkpoints save."""
+    from polymax.config.train import TrainConfig
+
+    task_config = config.task(task)
+    definition = get_task(task_config.name)
+    options = getattr(train_config or TrainConfig(), definition.loss_section)
+    return definition.build_criterion(config, task_config, options)

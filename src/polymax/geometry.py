@@ -2,10 +2,14 @@
 
 Output index i sits at input position i·(n_in − 1)/(n_out − 1), rounded: label maps resized this way stay
 aligned with images and logits resized bilinearly with align_corners. Shared by augmentation, evaluation
-and prediction.
+and prediction. Also the model's input contract (32k+1 padded sizes) and :class:`Geometry`, the one way from
+model-resolution outputs back to an image's own pixels.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,3 +38,55 @@ def resize_bilinear(maps: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=True)
+
+
+# --- The model's input contract: 32k+1 sizes, padding at the bottom / right --------------------------------------
+
+PAD_MULTIPLE = 32
+
+
+def padded_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The 32k+1 size an input of ``size`` (H, W) is padded to: 129 → 129, 130 → 161, 100 → 129."""
+    return tuple(PAD_MULTIPLE * math.ceil((n - 1) / PAD_MULTIPLE) + 1 for n in size)
+
+
+def resize_to_input(maps: Tensor, input_size: tuple[int, int], *, mode: str = "bilinear") -> Tensor:
+    """(B, C, h, w) model-resolution maps → (B, C, H, W) on the model's input of size ``input_size``.
+
+    Resizes to the padded size (bilinear with align_corners, or nearest) and crops the padding away.
+    """
+    size = padded_size(tuple(input_size))
+    if tuple(maps.shape[-2:]) != size:
+        if mode == "bilinear":
+            maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)
+        elif mode == "nearest":
+            maps = F.interpolate(maps, size=size, mode="nearest")
+        else:
+            raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
+    return maps[..., : input_size[0], : input_size[1]]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where one image sits in the network's input, and how maps go back onto it.
+
+    original: the image's (H, W). content: its size after resizing (the box it fills at the top left of the
+    network input). network: the padded 32k+1 size the network ran at (≥ content).
+    """
+
+    original: tuple[int, int]
+    content: tuple[int, int]
+    network: tuple[int, int]
+
+    def dense(self, maps: Tensor, *, network_resolution: bool = False) -> Tensor:
+        """(B, C, h, w) model-resolution values → (B, C, H, W) on the original image: resized onto the network
+        input (bilinear, align_corners; skipped when already ``network_resolution``), padding cropped, resized
+        to the original size."""
+        if not network_resolution:
+            maps = resize_to_input(maps.float(), self.network)
+        return resize_bilinear(maps[..., : self.content[0], : self.content[1]], self.original)
+
+    def labels(self, labels: Tensor) -> Tensor:
+        """(..., H_net, W_net) integer map at the network input → (..., H, W) on the original image (nearest,
+        align-corners grid)."""
+        return resize_nearest(labels[..., : self.content[0], : self.content[1]], self.original)

@@ -2,7 +2,8 @@
 
 image → backbone → :class:`Features` → pixel decoder → :class:`PixelFeatures`
       → kMaX decoder → :class:`ClusterCentres` (+ one :class:`MaskPrediction` per kMaX layer)
-      → mask head → :class:`MaskPrediction` → task head → :class:`Prediction`
+      → mask head → :class:`MaskPrediction` → task heads → :class:`TaskOutput` per prediction
+      → :class:`ModelOutput` (one :class:`TaskRun` per task run: final + auxiliary outputs)
 
 Shapes use B = batch, K = clusters (queries), C = classes incl. the void channel,
 h, w = the prediction's spatial size (stride 4, or 2 for the Cityscapes R50 / MaX-S models).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -77,27 +79,17 @@ class ClusterCentres:
 
 
 @dataclass
-class Prediction:
-    """Model output. Optional fields are set by the task head that produces them.
+class TaskOutput:
+    """One prediction of one task head (the final one, or a kMaX layer's auxiliary one). Subclasses add the
+    task's own fields; every task keeps the clusters it was computed from.
 
-    mask_logits: (B, K, h, w) final mask logits (before softmax over K).
+    mask_logits: (B, K, h, w) logits before the softmax over the K clusters of the task's query group (the
+        per-pixel baseline: its raw per-pixel outputs, e.g. class logits (B, C, h, w)).
     pixel_features: (B, D, h, w) L2-normalised pixel embeddings.
-    class_logits: (B, K, C) per-cluster class logits incl. void (panoptic / semantic tasks).
-    depth: (B, 1, h, w) metres; cluster_depth: (B, K) per-cluster bin centres in metres.
-    normals: (B, 3, h, w) unit vectors; cluster_normals: (B, K, 3) per-cluster unit vectors.
-    semantic_logits: (B, C_sem, h_s, w_s) training-only auxiliary semantic head.
-    aux: the same fields for each kMaX layer (deep supervision), layer order.
     """
 
     mask_logits: Tensor
     pixel_features: Tensor
-    class_logits: Tensor | None = None
-    depth: Tensor | None = None
-    cluster_depth: Tensor | None = None
-    normals: Tensor | None = None
-    cluster_normals: Tensor | None = None
-    semantic_logits: Tensor | None = None
-    aux: list[Prediction] = field(default_factory=list)
 
     @property
     def probabilities(self) -> Tensor:
@@ -105,9 +97,76 @@ class Prediction:
         return torch.softmax(self.mask_logits, dim=1)
 
     def tensors(self) -> dict[str, Tensor]:
-        """The non-empty tensor fields (for export and inspection), aux excluded."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if isinstance(getattr(self, f.name), Tensor)}
+        """The non-empty tensor fields, by name (for export and inspection)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+
+
+@dataclass
+class SegmentationOutput(TaskOutput):
+    """Panoptic, semantic and instance segmentation. class_logits: (B, K, C + 1) per-cluster class logits, void
+    last (None for the per-pixel baseline, whose ``mask_logits`` are the class logits)."""
+
+    class_logits: Tensor | None = None
+
+
+@dataclass
+class DepthOutput(TaskOutput):
+    """depth: (B, 1, h, w) metres. cluster_depth: (B, K) per-cluster bin centres in metres (None: baseline)."""
+
+    depth: Tensor | None = None
+    cluster_depth: Tensor | None = None
+
+
+@dataclass
+class NormalsOutput(TaskOutput):
+    """normals: (B, 3, h, w) unit vectors. cluster_normals: (B, K, 3) per-cluster unit vectors (None: baseline)."""
+
+    normals: Tensor | None = None
+    cluster_normals: Tensor | None = None
+
+
+@dataclass
+class TaskRun:
+    """What one task head produced in one forward pass.
+
+    final: the task's output from the final cluster centres, at the padded model resolution.
+    aux: one output per kMaX layer (deep supervision), layer order, each at its layer's own stride.
+    semantic_logits: (B, C + 1, h_s, w_s) the training-only auxiliary semantic branch (segmentation tasks that
+        ask for it, in training mode).
+    """
+
+    task: str
+    final: TaskOutput
+    aux: list[TaskOutput] = field(default_factory=list)
+    semantic_logits: Tensor | None = None
+
+
+@dataclass
+class ModelOutput:
+    """The model's answer for the task(s) it was asked to run: one :class:`TaskRun` per task, by task name."""
+
+    runs: dict[str, TaskRun]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.runs)
+
+    def __getitem__(self, task: str) -> TaskRun:
+        if task not in self.runs:
+            raise KeyError(f"no output for task {task!r}; this output holds {list(self.runs)}")
+        return self.runs[task]
+
+    @property
+    def run(self) -> TaskRun:
+        """The only task's run (an error when several tasks ran)."""
+        if len(self.runs) != 1:
+            raise ValueError(f"this output holds {len(self.runs)} tasks {list(self.runs)}; pick one with output[task]")
+        return next(iter(self.runs.values()))
+
+    @property
+    def final(self) -> TaskOutput:
+        """The only task's final output."""
+        return self.run.final
 
 
 @dataclass
@@ -128,3 +187,60 @@ class Targets:
     normals: Tensor | None = None
     crowd: Tensor | None = None
     semantic_weight: Tensor | None = None
+
+
+# --- What a task's decoding produces for one image, at the image's own size (numpy, for people and files) ---------
+
+@dataclass
+class SegmentInfo:
+    """One panoptic segment (or instance), measured on the original-size map.
+
+    id: 1-based index (the value in the 16-bit segment PNG); panoptic_id: class·label_divisor + instance;
+    category: class index 0..C−1; bbox: (x, y, width, height) in pixels; score: class confidence.
+    """
+
+    id: int
+    panoptic_id: int
+    category: int
+    category_name: str
+    is_thing: bool
+    area: int
+    bbox: tuple[int, int, int, int]
+    score: float
+
+
+@dataclass
+class Result:
+    """The answer of one task for one image at its original size (H, W).
+
+    probabilities: (K, H, W) float32 per-cluster probability maps, only when asked for.
+    """
+
+    task: str
+    size: tuple[int, int]
+    probabilities: np.ndarray | None = None
+
+
+@dataclass
+class SegmentationResult(Result):
+    """semantic: (H, W) int32 class ids (``ignore_label`` = void). Panoptic models also give panoptic: (H, W)
+    int64 class·label_divisor + instance (void = ignore_label·label_divisor) and its ``segments``; instance
+    models give the thing segments only (``panoptic`` then holds just those instances, the rest void)."""
+
+    semantic: np.ndarray | None = None
+    panoptic: np.ndarray | None = None
+    segments: list[SegmentInfo] | None = None
+
+
+@dataclass
+class DepthResult(Result):
+    """depth: (H, W) float32 metres."""
+
+    depth: np.ndarray | None = None
+
+
+@dataclass
+class NormalsResult(Result):
+    """normals: (H, W, 3) float32 unit vectors (x, y, z)."""
+
+    normals: np.ndarray | None = None

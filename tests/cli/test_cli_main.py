@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from polymax.cli import _available_verbs, main
+from polymax.presets import PRESETS
 
 
 def test_top_level_help_lists_verbs(capsys):
@@ -38,3 +39,14 @@ def test_version_runs_as_module():
                             timeout=120)
     assert result.returncode == 0
     assert result.stdout.strip()
+
+
+def test_presets_lists_the_tasks_of_each_preset(capsys):
+    assert main(["presets", "synth"]) == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert header.split()[:3] == ["preset", "backbone", "tasks"]
+    assert len(rows) == sum("synth" in name for name in PRESETS) >= 4
+    for row in rows:
+        name, _, tasks = row.split()[:3]
+        assert tasks == ",".join(PRESETS[name]().task_names)
+    assert {row.split()[2] for row in rows} >= {"panoptic", "semantic", "depth", "normals"}

@@ -23,7 +23,7 @@ KEEP_ALL = dict(postprocess__pixel_confidence=0.0, postprocess__thing_confidence
 def panoptic_dir(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "panoptic"
-    polymax.build_model("kmax_tiny_test", **KEEP_ALL).save_pretrained(path)
+    polymax.save_pretrained(polymax.build_model("kmax_tiny_test", **KEEP_ALL), path)
     return path
 
 
@@ -31,7 +31,7 @@ def panoptic_dir(tmp_path_factory):
 def depth_dir(tmp_path_factory):
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("models") / "depth"
-    polymax.build_model("polymax_tiny_synth_depth").save_pretrained(path)
+    polymax.save_pretrained(polymax.build_model("polymax_tiny_synth_depth"), path)
     return path
 
 

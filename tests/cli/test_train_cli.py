@@ -48,12 +48,24 @@ def test_train_then_eval(tmp_path, capsys):
     (["--dataset", "coco_panoptic", "--data-root", "{tmp}/missing"], "does not exist"),
     (["--resume"], "no checkpoint"),
     (["--set", "optim.lr=fast"], "expects float"),
+    (["--set", "model.tasks.depth.max_depth=20"], "no task 'depth'"),
+    (["--set", "model.kmax_decoder.queries=4"], "unknown model field"),
 ])
 def test_bad_input_is_a_one_line_user_error(tmp_path, capsys, arguments, message):
     arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
     assert main([*TRAIN, "--out", str(tmp_path / "run"), *arguments]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
+
+
+def test_a_model_override_reaches_the_trained_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), "--set", "model.kmax_decoder.num_queries=4", "--print-config"]) == 0
+    assert "kmax_decoder.num_queries: 4" in capsys.readouterr().out
+    assert main([*TRAIN, "--steps", "1", "--out", str(out), "--set", "model.kmax_decoder.num_queries=4"]) == 0
+    model = polymax.load_model(out / "last")
+    assert model.config.kmax_decoder.num_queries == 4 and model.kmax_decoder.cluster_centres.shape[0] == 4
+    assert "kmax_decoder.num_queries: 4" in (out / "last" / "train_config.yaml").read_text()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

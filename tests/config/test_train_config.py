@@ -30,6 +30,12 @@ def test_overrides_convert_to_the_field_types():
     ("data.crop_size=[1, 2, 3]", "expects"),
     ("precision=fp16", "precision must be"),
     ("no-equals-sign", "section.field=value"),
+    ("model.kmax_decoder.no_such_field=1", "unknown model field"),
+    ("model.no_such_field=1", "unknown model field"),
+    ("model.tasks.depth=1", "model.tasks.NAME.field"),
+    ("model.dataset=coco", "model.dataset.FIELD"),
+    ("model.kmax_decoder.num_queries=many", "expects int"),
+    ("model.tasks.depth.max_depth=[1, 2]", "expects float"),
 ])
 def test_bad_overrides_are_user_errors(assignment, message):
     with pytest.raises(UserError, match=message):
@@ -74,3 +80,34 @@ def test_recipes_follow_the_paper_table():
     assert (coco.augment.min_scale, coco.augment.max_scale) == (0.3, 1.7)
     assert ade.model.decoder_drop_path_keep == 1.0 and coco.model.decoder_drop_path_keep == 0.8
     assert all(c.optim.warmup_steps == 5000 for c in (coco, cityscapes, ade))
+
+
+def test_model_overrides_are_typed_against_the_model_config():
+    config = load_config(overrides=["model.kmax_decoder.num_queries=32", "model.tasks.depth.max_depth=20",
+                                    "model.crop_size=[65, 97]", "model.tasks.depth.depth_eval_crop=null",
+                                    "model.pixel_decoder__dims=[8, 8, 8, 8]", "model.kmax_decoder.num_queries=16"])
+    assert config.model.overrides == {"kmax_decoder.num_queries": 16, "tasks.depth.max_depth": 20.0,
+                                      "crop_size": (65, 97), "tasks.depth.depth_eval_crop": None,
+                                      "pixel_decoder.dims": (8, 8, 8, 8)}
+    assert isinstance(config.model.overrides["tasks.depth.max_depth"], float)     # the field's type, not YAML's
+    assert TrainConfig.from_dict(__import__("yaml").safe_load(config.to_yaml())) == config
+
+
+def test_model_paths_of_model_options_fields_set_those_fields():
+    config = load_config(overrides=["model.decoder_drop_path_keep=0.9", "model.kmax_decoder.drop_path_keep=0.5",
+                                    "model.backbone.drop_path_keep=0.7", "model.kmax_decoder.drop_query=0.25"])
+    model = config.model
+    assert (model.decoder_drop_path_keep, model.backbone_drop_path_keep, model.drop_query) == (0.5, 0.7, 0.25)
+    assert model.overrides == {}
+
+
+def test_model_overrides_in_a_recipe(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("model: {preset: kmax_tiny_test, overrides: {kmax_decoder.num_queries: 4}}\n")
+    assert load_config(path).model.overrides == {"kmax_decoder.num_queries": 4}
+    path.write_text("model: {overrides: {kmax_decoder.drop_path_keep: 0.5}}\n")
+    with pytest.raises(UserError, match="model.decoder_drop_path_keep"):
+        load_config(path)
+    path.write_text("model: {overrides: {kmax_decoder.hidden: wide}}\n")
+    with pytest.raises(UserError, match="expects int"):
+        load_config(path)

@@ -40,7 +40,7 @@ def test_round_trip_through_an_npz(tmp_path):
 
 def test_cityscapes_class_heads_are_remapped():
     info = dataset_info("cityscapes_panoptic")
-    model = build_model("kmax_tiny_test", dataset=info, task__aux_semantic="head")
+    model = build_model("kmax_tiny_test", dataset=info, tasks__panoptic__aux_semantic="head")
     variables = deeplab2_variables(model)
     # Official class head: channel j carries bias j. Official semantic head: 19 channels (no void), bias = train id.
     variables["transformer_class_head/_conv/bias"] = np.arange(20, dtype=np.float32)
@@ -49,7 +49,7 @@ def test_cityscapes_class_heads_are_remapped():
     variables["semantic_last_layer/kernel"] = kernel[..., :19] if kernel.shape[-1] == 20 else kernel
     state = state_dict_from_variables(model, variables)
     final = len(model.kmax_decoder.layers)
-    bias = state[f"task_head.classifiers.{final}.bias"].numpy()
+    bias = state[f"heads.panoptic.classifiers.{final}.bias"].numpy()
     assert bias[11] == 0 and bias[0] == 8 and bias[18] == 7 and bias[19] == 19
     semantic_bias = state["semantic_branch.head.classifier.bias"].numpy()
     np.testing.assert_array_equal(semantic_bias[:19], np.arange(19))

@@ -39,8 +39,8 @@ def _run(shared, fixture: str, form: str):
         features = model.backbone(model.preprocess(images))
         pixels = model.pixel_decoder(features)
         centres = model.kmax_decoder(pixels)
-        prediction = model.forward_with_semantic(images)
-    return model, golden, features, pixels, centres, prediction
+        run = model.forward_with_semantic(images).run
+    return model, golden, features, pixels, centres, run
 
 
 def _nhwc(x: torch.Tensor) -> np.ndarray:
@@ -49,7 +49,8 @@ def _nhwc(x: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize(("fixture", "form"), CASES)
 def test_every_stored_tensor_matches(shared, fixture, form):
-    model, golden, features, pixels, centres, prediction = _run(shared, fixture, form)
+    model, golden, features, pixels, centres, run = _run(shared, fixture, form)
+    prediction = run.final
     ours = {f"backbone/stage{i}": _nhwc(getattr(features, f"stage{i}")) for i in (2, 3, 4, 5)}
     ours.update({"pixel_decoder/decoder_stage1": _nhwc(pixels.os32),
                  "pixel_decoder/decoder_stage2": _nhwc(pixels.os16),
@@ -60,27 +61,28 @@ def test_every_stored_tensor_matches(shared, fixture, form):
                  "pred/pixel_space_mask_logits": _nhwc(prediction.mask_logits),
                  "pred/transformer_class_logits": prediction.class_logits.numpy(),     # COCO: same channel order
                  "pred/pixel_space_normalized_feature": _nhwc(prediction.pixel_features)})
-    for i, aux in enumerate(prediction.aux):
+    for i, aux in enumerate(run.aux):
         ours[f"aux/{i}/pixel_space_mask_logits"] = _nhwc(aux.mask_logits)
         ours[f"aux/{i}/transformer_class_logits"] = aux.class_logits.numpy()
         ours[f"aux/{i}/pixel_space_normalized_feature"] = _nhwc(aux.pixel_features)
     # Semantic logits: deeplab2 orders data-set ids with void (0) first; ours have void last.
-    semantic = _nhwc(prediction.semantic_logits)
+    semantic = _nhwc(run.semantic_logits)
     ours["pred/semantic_logits"] = np.concatenate([semantic[..., -1:], semantic[..., :-1]], axis=-1)
     float_keys = [k for k in golden if k.startswith(("backbone/", "pixel_decoder/", "transformer_decoder/", "pred/",
                                                       "aux/"))]
     assert sorted(float_keys) == sorted(ours), "a stored tensor is not compared"
     ratios = {key: assert_close_to_scale(ours[key], golden[key], key) for key in float_keys}
     print(f"\n{fixture} ({form}): worst max|Δ|/max|ref| = {max(ratios.values()):.3g} ({max(ratios, key=ratios.get)})")
-    for i in range(len(prediction.aux)):
+    for i in range(len(run.aux)):
         reference = golden[f"aux/{i}/pixel_space_mask_logits"].argmax(axis=-1)
-        np.testing.assert_array_equal(prediction.aux[i].mask_logits.argmax(dim=1).numpy(), reference,
+        np.testing.assert_array_equal(run.aux[i].mask_logits.argmax(dim=1).numpy(), reference,
                                       err_msg=f"k-means assignment of layer {i}")
 
 
 @pytest.mark.parametrize(("fixture", "form"), CASES)
 def test_post_processed_maps_match(shared, fixture, form):
-    model, golden, _, _, _, prediction = _run(shared, fixture, form)
+    model, golden, _, _, _, run = _run(shared, fixture, form)
+    prediction = run.final
     info = model.config.dataset
     for variant, s in load_manifest(shared, fixture)["post_processing"].items():
         processor = PanopticPostProcessor(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import pytest
 
-from polymax.data import DATASET_NAMES, build_dataset, dataset_info
+from polymax.data import DATASET_NAMES, build_dataset, dataset_info, generation_options
 from polymax.data.catalog import load_metadata
 from polymax.errors import UserError
 
@@ -43,3 +46,29 @@ def test_unknown_name_and_missing_root() -> None:
 def test_synth_builds_without_root() -> None:
     dataset = build_dataset("synth", split="train", num_samples=3, size=(33, 33))
     assert len(dataset) == 3 and dataset[0].image.shape == (3, 33, 33)
+
+
+def test_generation_options_come_from_the_catalogue() -> None:
+    assert generation_options("synth", size=[24, 32]) == {"size": (24, 32)}
+    assert generation_options("synth", size=(24, 32), evaluation=True) == {"size": (24, 32), "num_samples": 16}
+    for name in DATASET_NAMES:
+        if name != "synth":
+            assert generation_options(name, size=(24, 32), evaluation=True) == {}
+    # An unknown name is left to build_dataset to report, so callers keep its error message.
+    assert generation_options("kitti", size=(24, 32)) == {}
+
+
+def test_catalogue_still_exports_the_label_space_helpers() -> None:
+    from polymax.data import catalog, label_spaces
+
+    for name in ("load_metadata", "palette", "coco_categories", "cityscapes_train_categories", "ade20k_categories",
+                 "IGNORE_LABEL", "TASKONOMY_CLASS_NAMES"):
+        assert getattr(catalog, name) is getattr(label_spaces, name)
+    assert len(catalog.coco_categories()) == 133 and len(catalog.palette(5)) == 5
+
+
+@pytest.mark.parametrize("module", ["folder", "nyuv2", "taskonomy", "panoptic_formats", "label_spaces"])
+def test_loaders_do_not_import_the_catalogue(module) -> None:
+    # Only the catalogue imports loaders; an import back would close the circle again.
+    source = Path(importlib.import_module(f"polymax.data.{module}").__file__).read_text(encoding="utf-8")
+    assert "polymax.data.catalog" not in source and "from polymax.data import" not in source

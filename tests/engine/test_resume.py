@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from polymax.config.train import load_config
 from polymax.engine.assemble import build_collate, build_train_set, build_training_model
-from polymax.engine.criterion import build_criterion
+from polymax.engine.objective import build_objective
 from polymax.engine.train import fit
 
 
@@ -29,22 +29,22 @@ def _config(out_dir, *extra, n=1):
 
 
 class _SigtermAtCall:
-    """Wraps the criterion; sends SIGTERM to this process during call number ``at`` (i.e. in step ``at``)."""
+    """Wraps the objective; sends SIGTERM to this process during call number ``at`` (i.e. in step ``at``)."""
 
-    def __init__(self, criterion, at: int | None):
-        self.criterion, self.at, self.calls = criterion, at, 0
+    def __init__(self, objective, at: int | None):
+        self.objective, self.at, self.calls = objective, at, 0
 
-    def __call__(self, prediction, targets):
+    def __call__(self, output, targets):
         self.calls += 1
         if self.calls == self.at:
             os.kill(os.getpid(), signal.SIGTERM)
-        return self.criterion(prediction, targets)
+        return self.objective(output, targets)
 
 
 def _run(config, *, resume=False, sigterm_at=None):
     model = build_training_model(config)
-    criterion = _SigtermAtCall(build_criterion(model.config, config.loss), sigterm_at)
-    result = fit(config, model=model, criterion=criterion, train_set=build_train_set(config, model.config),
+    objective = _SigtermAtCall(build_objective(model.config, config), sigterm_at)
+    result = fit(config, model=model, objective=objective, train_set=build_train_set(config, model.config),
                  collate_fn=build_collate(model.config), resume=resume)
     return model, result
 

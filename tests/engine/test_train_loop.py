@@ -12,14 +12,14 @@ from polymax.config.train import load_config
 from polymax.data import build_dataset
 from polymax.engine.assemble import build_collate, build_training_model
 from polymax.engine.checkpoint import find_checkpoint
-from polymax.engine.criterion import build_criterion
+from polymax.engine.objective import build_objective
 from polymax.engine.sampler import SeededDataset
 from polymax.engine.train import TrainingDiverged, fit
 from polymax.inference.evaluate import evaluate
 from polymax.losses.terms import LossTerms
 
 
-def _fixed_batch_run(tmp_path, steps, *extra, criterion_wrapper=None, evaluate_fn=None):
+def _fixed_batch_run(tmp_path, steps, *extra, objective_wrapper=None, evaluate_fn=None):
     """Train kmax_tiny_test on the same 2 synthetic scenes every step (no augmentation, constant lr)."""
     config = load_config(overrides=[
         "model.preset=kmax_tiny_test", f"steps={steps}", "data.batch_size=2", "data.workers=0",
@@ -28,10 +28,10 @@ def _fixed_batch_run(tmp_path, steps, *extra, criterion_wrapper=None, evaluate_f
         *extra])
     model = build_training_model(config)
     scenes = build_dataset("synth", split="train", size=tuple(model.config.crop_size), num_samples=2)
-    criterion = build_criterion(model.config, config.loss)
-    if criterion_wrapper is not None:
-        criterion = criterion_wrapper(criterion)
-    result = fit(config, model=model, criterion=criterion, train_set=SeededDataset(scenes),
+    objective = build_objective(model.config, config)
+    if objective_wrapper is not None:
+        objective = objective_wrapper(objective)
+    result = fit(config, model=model, objective=objective, train_set=SeededDataset(scenes),
                  collate_fn=build_collate(model.config), evaluate_fn=evaluate_fn)
     return model, scenes, result
 
@@ -56,18 +56,18 @@ def test_overfitting_a_fixed_batch_raises_pq(tmp_path):
 
 def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path):
     class NanAtThirdCall:
-        def __init__(self, criterion):
-            self.criterion, self.calls = criterion, 0
+        def __init__(self, objective):
+            self.objective, self.calls = objective, 0
 
-        def __call__(self, prediction, targets):
+        def __call__(self, output, targets):
             self.calls += 1
-            terms = self.criterion(prediction, targets)
+            terms = self.objective(output, targets)
             if self.calls == 3:
                 return LossTerms({**terms.values, "broken": torch.tensor(float("nan"))})
             return terms
 
     with pytest.raises(TrainingDiverged, match="loss became nan at step 3.*untouched"):
-        _fixed_batch_run(tmp_path, 5, "checkpoint_every=2", criterion_wrapper=NanAtThirdCall)
+        _fixed_batch_run(tmp_path, 5, "checkpoint_every=2", objective_wrapper=NanAtThirdCall)
     state = torch.load(find_checkpoint(tmp_path) / "training_state.pt", weights_only=True)
     assert state["step"] == 2
     assert not list(tmp_path.glob(".last.tmp-*"))

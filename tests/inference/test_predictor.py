@@ -11,7 +11,9 @@ from PIL import Image
 
 import polymax
 from polymax.errors import UserError
-from polymax.inference.predictor import PredictionResult, Predictor
+from polymax.inference.predictor import Predictor
+from polymax.io.pretrained import save_pretrained
+from polymax.structures import DepthResult, SegmentationResult
 
 # Post-processing that keeps every slot, so a random-weight model still produces panoptic segments.
 KEEP_ALL = dict(postprocess__pixel_confidence=0.0, postprocess__thing_confidence=0.0,
@@ -48,11 +50,11 @@ def _image(height: int, width: int, channels: int | None = 3, seed: int = 0) -> 
 @pytest.mark.parametrize("size", [(17, 23), (1500, 900), (900, 1500), (1, 1)])
 def test_panoptic_maps_have_the_original_size(panoptic_model, size):
     result = Predictor(panoptic_model).predict(_image(*size), probabilities=True)
-    assert isinstance(result, PredictionResult) and result.task == "panoptic"
+    assert isinstance(result, SegmentationResult) and result.task == "panoptic"
     assert result.size == size
     assert result.semantic.shape == size and result.semantic.dtype == np.int32
     assert result.panoptic.shape == size
-    assert result.depth is None and result.normals is None
+    assert not hasattr(result, "depth") and not hasattr(result, "normals")
     k = panoptic_model.config.kmax_decoder.num_queries
     assert result.probabilities.shape == (k, *size)
     np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-4)
@@ -112,10 +114,10 @@ def test_optimised_and_as_built_models_agree_and_the_model_is_left_alone(depth_m
 
 
 def test_depth_is_metric_and_inside_the_range(depth_model):
-    task = depth_model.config.task
+    task = depth_model.config.task()
     for resize in ("fit", "none"):
         result = Predictor(depth_model, resize=resize).predict(_image(33, 70))
-        assert result.task == "depth" and result.semantic is None and result.panoptic is None
+        assert isinstance(result, DepthResult) and result.task == "depth"
         assert result.depth.shape == (33, 70) and result.depth.dtype == np.float32
         assert task.min_depth <= result.depth.min() and result.depth.max() <= task.max_depth
         assert result.depth.std() > 0
@@ -141,7 +143,7 @@ def test_resize_none_on_a_large_image(panoptic_model):
 
 
 def test_from_pretrained_gives_the_same_results(tmp_path, depth_model):
-    depth_model.save_pretrained(tmp_path / "model")
+    save_pretrained(depth_model, tmp_path / "model")
     image = _image(30, 30)
     loaded = Predictor.from_pretrained(tmp_path / "model").predict(image)
     np.testing.assert_allclose(loaded.depth, Predictor(depth_model).predict(image).depth, atol=1e-6)
@@ -168,15 +170,15 @@ def test_bad_options_give_clear_errors(panoptic_model):
 
 
 def test_newer_checkpoint_version_is_refused_with_a_clear_message(tmp_path, depth_model):
-    directory = depth_model.save_pretrained(tmp_path / "model") or tmp_path / "model"
+    directory = save_pretrained(depth_model, tmp_path / "model")
     header = json.loads((directory / "config.json").read_text())
     header["format_version"] = 99
     (directory / "config.json").write_text(json.dumps(header))
     with pytest.raises(UserError, match="newer than this polymax understands.*upgrade polymax"):
         Predictor.from_pretrained(directory)
 
-    header["format_version"] = 1
-    header["config"]["task"]["future_option"] = True
+    header["format_version"] = 2
+    header["config"]["tasks"][0]["future_option"] = True
     (directory / "config.json").write_text(json.dumps(header))
     with pytest.raises(UserError, match="newer or different version of polymax"):
         polymax.load_model(directory)

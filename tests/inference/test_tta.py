@@ -10,9 +10,12 @@ from polymax_task_helpers import tiny_config
 from torch import nn
 
 from polymax.build import build_model
-from polymax.inference.tta import clamp_depth, flip_normals, predict_dense, semantic_labels
+from polymax.config.model import TaskConfig
+from polymax.inference.tta import predict_dense, semantic_labels
 from polymax.model.meta_arch import KMaX
-from polymax.structures import Prediction
+from polymax.structures import DepthOutput, ModelOutput, NormalsOutput, SegmentationOutput, TaskRun
+from polymax.tasks.depth import clamp_depth
+from polymax.tasks.normals import flip_normals
 
 
 class ColumnRampModel(nn.Module):
@@ -23,14 +26,18 @@ class ColumnRampModel(nn.Module):
         super().__init__()
         self.constant_depth = constant_depth
 
-    def forward(self, images: torch.Tensor) -> Prediction:
+    def forward(self, images: torch.Tensor, task: str) -> ModelOutput:
         x = KMaX.preprocess(images)
         batch, _, height, width = x.shape
         ramp = torch.linspace(0, 1, width).expand(batch, 1, height, width)
         depth = 1 + ramp if self.constant_depth is None else torch.full_like(ramp, self.constant_depth)
         normals = torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(batch, 3, height, width) / math.sqrt(2)
         logits = torch.cat([5 * ramp, torch.zeros_like(ramp)], dim=1)
-        return Prediction(mask_logits=logits, pixel_features=x, depth=depth, normals=normals)
+        outputs = {"semantic": SegmentationOutput(mask_logits=logits, pixel_features=x),
+                   "depth": DepthOutput(mask_logits=logits, pixel_features=x, depth=depth),
+                   "normals": NormalsOutput(mask_logits=logits, pixel_features=x, normals=normals)}
+        outputs["panoptic"] = outputs["semantic"]
+        return ModelOutput({task: TaskRun(task=task, final=outputs[task])})
 
 
 def test_flip_normals_mirrors_and_negates_x():
@@ -81,10 +88,10 @@ def test_resize_to_the_ground_truth_keeps_normals_unit_and_clamps_depth():
     assert normals.shape == (1, 3, 48, 64)
     torch.testing.assert_close(normals.norm(dim=1), torch.ones(1, 48, 64))
     far = predict_dense(ColumnRampModel(constant_depth=100.0), images, task="depth", output_size=(30, 40),
-                        min_depth=1e-3, max_depth=10.0)
+                        task_config=TaskConfig(name="depth", min_depth=1e-3, max_depth=10.0))
     assert far.shape == (1, 1, 30, 40) and bool((far == 10.0).all())
-    with pytest.raises(ValueError, match="both"):
-        predict_dense(ColumnRampModel(), images, task="depth", min_depth=0.1)
+    with pytest.raises(ValueError, match="no flip test-time augmentation"):
+        predict_dense(ColumnRampModel(), images, task="panoptic")
 
 
 def test_clamp_depth_handles_non_finite_values():

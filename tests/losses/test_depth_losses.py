@@ -14,7 +14,7 @@ from polymax.losses.depth import (
     scale_invariant_log_error,
 )
 from polymax.losses.polymax_criterion import CHARBONNIER_DEPTH_WEIGHTS, DepthCriterion
-from polymax.structures import Prediction, Targets
+from polymax.structures import DepthOutput, Targets, TaskRun
 
 E = math.e
 LOSSES = [scale_invariant_log_error, relative_squared_error, multiscale_gradient_loss, charbonnier_loss]
@@ -92,10 +92,11 @@ def test_losses_are_per_image():
     torch.testing.assert_close(scale_invariant_log_error(pred, target, valid), torch.tensor([0.25, 0.0]))
 
 
-def _prediction(depth: torch.Tensor, aux: list[torch.Tensor]) -> Prediction:
+def _prediction(depth: torch.Tensor, aux: list[torch.Tensor]) -> TaskRun:
+    """A depth run: final depth (B, 1, h, w) and one auxiliary output per map of ``aux``."""
     blank = lambda d: torch.zeros(d.shape[0], 2, *d.shape[2:])
-    return Prediction(mask_logits=blank(depth), pixel_features=blank(depth), depth=depth,
-                      aux=[Prediction(mask_logits=blank(a), pixel_features=blank(a), depth=a) for a in aux])
+    output = lambda d: DepthOutput(mask_logits=blank(d), pixel_features=blank(d), depth=d)
+    return TaskRun(task="depth", final=output(depth), aux=[output(a) for a in aux])
 
 
 def test_criterion_upsamples_to_the_targets_ignores_padding_and_supervises_every_output():

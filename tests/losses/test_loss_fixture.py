@@ -8,7 +8,7 @@ import torch
 from deeplab2_fixture import golden_outputs, load_manifest, nhwc_to_nchw
 
 from polymax.losses import KMaXCriterion, thing_instance_ids
-from polymax.structures import Prediction, Targets
+from polymax.structures import SegmentationOutput, Targets, TaskRun
 
 FIXTURE = "coco_r50"
 COCO_DIVISOR = 256  # the fixture's panoptic encoding: COCO id · 256 + instance
@@ -22,19 +22,19 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _prediction(golden: dict[str, np.ndarray]) -> Prediction:
+def _prediction(golden: dict[str, np.ndarray]) -> TaskRun:
     # The semantic head's channels are COCO ids (0 = void first); ours are classes 0..132, so move the void
     # channel last: it stays in the softmax and is never a target.
     semantic = nhwc_to_nchw(golden["pred/semantic_logits"])
     semantic = np.concatenate([semantic[:, 1:], semantic[:, :1]], axis=1)
-    aux = [Prediction(mask_logits=_tensor(nhwc_to_nchw(golden[f"aux/{i}/pixel_space_mask_logits"])),
-                      pixel_features=_tensor(nhwc_to_nchw(golden[f"aux/{i}/pixel_space_normalized_feature"])),
-                      class_logits=_tensor(golden[f"aux/{i}/transformer_class_logits"])) for i in range(6)]
+    aux = [SegmentationOutput(mask_logits=_tensor(nhwc_to_nchw(golden[f"aux/{i}/pixel_space_mask_logits"])),
+                              pixel_features=_tensor(nhwc_to_nchw(golden[f"aux/{i}/pixel_space_normalized_feature"])),
+                              class_logits=_tensor(golden[f"aux/{i}/transformer_class_logits"])) for i in range(6)]
     # Class channel c ↔ COCO id c + 1 ↔ our class c, void last: no remapping needed.
-    return Prediction(mask_logits=_tensor(nhwc_to_nchw(golden["pred/pixel_space_mask_logits"])),
-                      pixel_features=_tensor(nhwc_to_nchw(golden["pred/pixel_space_normalized_feature"])),
-                      class_logits=_tensor(golden["pred/transformer_class_logits"]),
-                      semantic_logits=_tensor(semantic), aux=aux)
+    final = SegmentationOutput(mask_logits=_tensor(nhwc_to_nchw(golden["pred/pixel_space_mask_logits"])),
+                               pixel_features=_tensor(nhwc_to_nchw(golden["pred/pixel_space_normalized_feature"])),
+                               class_logits=_tensor(golden["pred/transformer_class_logits"]))
+    return TaskRun(task="panoptic", final=final, aux=aux, semantic_logits=_tensor(semantic))
 
 
 def _targets(golden: dict[str, np.ndarray]) -> Targets:
@@ -71,10 +71,10 @@ def test_ground_truth_conversion_matches_deeplab2(golden):
 
 def test_matching_matches_deeplab2(golden):
     criterion = _criterion(sample_k=1014)
-    prediction = _prediction(golden)
+    run = _prediction(golden)
     mask_targets = criterion.prepare_targets(_targets(golden), (33, 33))
     assert np.array_equal(mask_targets.mask_valid[0].numpy().astype(np.int32), golden["loss/matching/gt_mask_valid"][0])
-    match = criterion.match(prediction, mask_targets)
+    match = criterion.match(run.final, mask_targets)
     assert np.array_equal(match.gt_to_slot.numpy(), golden["loss/matching/gt_mask_to_slot"])
     expected_cost = golden["loss/matching/hungarian_weights"]
     valid = golden["loss/matching/gt_mask_valid"][0].astype(bool)

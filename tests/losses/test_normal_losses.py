@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from polymax.losses.normals import angular_loss, normal_l2_loss, valid_normals
 from polymax.losses.polymax_criterion import NormalsCriterion
-from polymax.structures import Prediction, Targets
+from polymax.structures import NormalsOutput, Targets, TaskRun
 
 
 def normals_map(*vectors: tuple[float, float, float]) -> torch.Tensor:
@@ -55,8 +55,8 @@ def test_criterion_supervises_every_output_after_renormalised_upsampling():
     aux = torch.zeros(1, 3, 3, 3)
     aux[:, 1] = 1.0
     blank = torch.zeros(1, 2, 9, 9)
-    prediction = Prediction(mask_logits=blank, pixel_features=blank, normals=good,
-                            aux=[Prediction(mask_logits=blank, pixel_features=blank, normals=aux)])
+    prediction = TaskRun(task="normals", final=NormalsOutput(mask_logits=blank, pixel_features=blank, normals=good),
+                         aux=[NormalsOutput(mask_logits=blank, pixel_features=blank, normals=aux)])
     targets = Targets(normals=up[None, :, None, None].expand(1, 3, 5, 5).clone())
     terms = NormalsCriterion()(prediction, targets)
     assert terms.names() == ["normal_l2_loss", "aux_0normal_l2_loss"]

@@ -14,17 +14,16 @@ from polymax.losses.polymax_criterion import (
     SemanticCriterion,
     pad_targets_to_model_size,
 )
-from polymax.structures import Prediction, Targets
+from polymax.structures import SegmentationOutput, Targets, TaskRun
 
 
-def semantic_prediction(num_classes: int, size: int, aux: int = 0) -> Prediction:
-    def one() -> Prediction:
-        return Prediction(mask_logits=torch.randn(1, num_classes, size, size),
-                          pixel_features=F.normalize(torch.randn(1, 8, size, size), dim=1),
-                          class_logits=torch.randn(1, num_classes, num_classes + 1))
+def semantic_prediction(num_classes: int, size: int, aux: int = 0) -> TaskRun:
+    def one() -> SegmentationOutput:
+        return SegmentationOutput(mask_logits=torch.randn(1, num_classes, size, size),
+                                  pixel_features=F.normalize(torch.randn(1, 8, size, size), dim=1),
+                                  class_logits=torch.randn(1, num_classes, num_classes + 1))
     final = one()
-    final.aux = [one() for _ in range(aux)]
-    return final
+    return TaskRun(task="semantic", final=final, aux=[one() for _ in range(aux)])
 
 
 def test_semantic_criterion_is_kmax_with_the_fixed_assignment_on_padded_labels():
@@ -63,11 +62,12 @@ def test_per_pixel_cross_entropy_golden_value_and_padding_is_ignored():
     logits = torch.zeros(2, 4, 9, 9)
     blank = torch.zeros(2, 1, 9, 9)
     criterion = PerPixelSemanticCriterion(num_classes=4)
-    value = criterion(Prediction(mask_logits=logits, pixel_features=blank), Targets(semantic=labels))
+    run = lambda: TaskRun(task="semantic", final=SegmentationOutput(mask_logits=logits, pixel_features=blank))
+    value = criterion(run(), Targets(semantic=labels))
     assert value.names() == ["per_pixel_cross_entropy_loss"]
     assert float(value.total) == pytest.approx(math.log(4), rel=1e-6)  # uniform logits
     # Input pixels map to prediction rows 0..2 and columns 0..3; what the model says on the padding is free.
     logits[:, :, 3:] = torch.randn(2, 4, 6, 9)
     logits[:, :, :, 4:] = torch.randn(2, 4, 9, 5)
-    again = criterion(Prediction(mask_logits=logits, pixel_features=blank), Targets(semantic=labels))
+    again = criterion(run(), Targets(semantic=labels))
     assert float(again.total) == pytest.approx(math.log(4), rel=1e-6)

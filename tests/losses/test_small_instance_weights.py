@@ -6,7 +6,7 @@ import torch
 
 from polymax.losses.kmax_criterion import KMaXCriterion
 from polymax.losses.semantic import small_instance_weights
-from polymax.structures import Prediction, Targets
+from polymax.structures import SegmentationOutput, Targets, TaskRun
 
 
 def _panoptic() -> torch.Tensor:
@@ -29,8 +29,9 @@ def test_criterion_uses_the_weights_only_when_asked():
     panoptic = _panoptic()
     targets = Targets(semantic=panoptic // 1000, panoptic=panoptic)
     logits = torch.randn(1, 3, 6, 6)  # 2 classes + void
-    prediction = Prediction(mask_logits=torch.randn(1, 4, 6, 6), pixel_features=torch.randn(1, 8, 6, 6),
-                            class_logits=torch.randn(1, 4, 3), semantic_logits=logits)
+    final = SegmentationOutput(mask_logits=torch.randn(1, 4, 6, 6), pixel_features=torch.randn(1, 8, 6, 6),
+                               class_logits=torch.randn(1, 4, 3))
+    prediction = TaskRun(task="panoptic", final=final, semantic_logits=logits)
     common = dict(num_classes=2, thing_classes=(1,), max_thing_id=4, inst_disc_k=16)
     plain = KMaXCriterion(**common)(prediction, targets)["semantic_loss"]
     weighted = KMaXCriterion(**common, semantic_small_instance_area=5, semantic_small_instance_weight=3.0)(

@@ -6,14 +6,14 @@ import pytest
 import torch
 from polymax_task_helpers import synthetic_batch, task_metric, tiny_config, train
 
-from polymax.build import build_model
+from polymax.build import build_baseline, build_criterion, build_model
 from polymax.data.synthetic import SYNTH_MAX_DEPTH, SYNTH_MIN_DEPTH
 from polymax.errors import UserError
 from polymax.model.baseline import DeepLabV3Plus
 from polymax.model.heads.semantic import semantic_map
 from polymax.model.meta_arch import KMaX
-from polymax.polymax_build import build_baseline, build_polymax_criterion
 from polymax.presets.polymax import POLYMAX_PRESETS
+from polymax.structures import DepthOutput, NormalsOutput, SegmentationOutput
 
 
 @pytest.mark.parametrize("kind", ["semantic", "depth", "normals"])
@@ -21,8 +21,12 @@ def test_outputs_follow_the_model_contract(kind):
     model = build_model(f"deeplabv3plus_tiny_synth_{kind}")
     assert isinstance(model, DeepLabV3Plus) and model.config.architecture == "deeplabv3plus"
     images = torch.rand(2, 3, 41, 57) * 255
-    prediction = model(images)
-    assert prediction.aux == [] and prediction.class_logits is None
+    run = model(images).run
+    prediction = run.final
+    assert run.task == kind and run.aux == [] and run.semantic_logits is None
+    assert type(prediction) is {"semantic": SegmentationOutput, "depth": DepthOutput, "normals": NormalsOutput}[kind]
+    if kind == "semantic":
+        assert prediction.class_logits is None
     assert prediction.mask_logits.shape[2:] == prediction.pixel_features.shape[2:] == (17, 17)  # 65×65 at stride 4
     torch.testing.assert_close(prediction.pixel_features.norm(dim=1), torch.ones(2, 17, 17))
     if kind == "semantic":
@@ -53,7 +57,7 @@ def test_every_parameter_is_trained():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             torch.nn.init.uniform_(module.weight, 0.5, 1.5)
     images, targets = synthetic_batch(2, (37, 45))
-    build_polymax_criterion(config)(model(images), targets).total.backward()
+    build_criterion(config)(model(images).run, targets).total.backward()
     silent = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
               or not p.grad.any()]
     assert not silent, f"parameters without gradient: {silent}"
@@ -64,16 +68,16 @@ def test_baseline_presets_mirror_the_polymax_ones():
         if name.startswith("deeplabv3plus_"):
             twin = POLYMAX_PRESETS["polymax_" + name.removeprefix("deeplabv3plus_")]()
             config = make()
-            assert (config.backbone, config.dataset, config.task.kind, config.crop_size) == (
-                twin.backbone, twin.dataset, twin.task.kind, twin.crop_size)
-            assert config.task.aux_semantic == "none"
+            assert (config.backbone, config.dataset, config.task_names, config.crop_size) == (
+                twin.backbone, twin.dataset, twin.task_names, twin.crop_size)
+            assert config.task().aux_semantic == "none"
 
 
 def test_only_dense_tasks_have_a_baseline():
     from dataclasses import replace
     config = tiny_config("depth", "deeplabv3plus")
     with pytest.raises(UserError, match="panoptic"):
-        build_baseline(replace(config, task=replace(config.task, kind="panoptic")))
+        build_baseline(replace(config, tasks=(replace(config.task(), name="panoptic"),)))
 
 
 @pytest.mark.parametrize(("kind", "lower_is_better"), [("depth", True), ("normals", True), ("semantic", False)])
@@ -83,7 +87,7 @@ def test_baseline_trains_on_a_tiny_synthetic_batch(kind, lower_is_better):
     model = build_baseline(config)
     images, targets = synthetic_batch(2)
     before = task_metric(model, kind, images, targets)
-    losses = train(model, build_polymax_criterion(config), images, targets, steps=20)
+    losses = train(model, build_criterion(config), images, targets, steps=20)
     after = task_metric(model, kind, images, targets)
     assert sum(losses[-3:]) < 0.9 * sum(losses[:3]), losses
     if lower_is_better:

@@ -66,12 +66,12 @@ def test_semantic_branch_strides():
 def test_training_only_semantic_branch_follows_the_preset():
     images = torch.full((1, 3, 33, 33), 100.0)
     model = build_model("kmax_tiny_test")
-    assert model(images).semantic_logits.shape == (1, 7, 9, 9)       # 'decoder' variant at os4, C + void
+    assert model(images).run.semantic_logits.shape == (1, 7, 9, 9)       # 'decoder' variant at os4, C + void
     model.eval()
-    assert model(images).semantic_logits is None
-    assert build_model("kmax_tiny_test", task__aux_semantic="none").semantic_branch is None
-    head_variant = build_model("kmax_tiny_test", task__aux_semantic="head").eval()
-    assert head_variant.forward_with_semantic(images).semantic_logits.shape == (1, 7, 2, 2)   # os32
+    assert model(images).run.semantic_logits is None
+    assert build_model("kmax_tiny_test", tasks__panoptic__aux_semantic="none").semantic_branch is None
+    head_variant = build_model("kmax_tiny_test", tasks__panoptic__aux_semantic="head").eval()
+    assert head_variant.forward_with_semantic(images).run.semantic_logits.shape == (1, 7, 2, 2)   # os32
 
 
 @pytest.mark.parametrize("fixture, channels, activation", [("coco_r50", (256, 512, 2048), "relu"),

@@ -17,11 +17,11 @@ from polymax.structures import PixelFeatures
 
 
 def _heads(num_queries: int = 128, num_classes: int = 133) -> nn.Module:
-    """The decoder-side submodules under the names the converter maps (kmax_decoder, mask_head, task_head)."""
+    """The decoder-side submodules under the names the converter maps (kmax_decoder, mask_head, heads.panoptic)."""
     model = nn.Module()
     model.kmax_decoder = KMaXDecoder(num_queries=num_queries, drop_path_keep=0.8)
     model.mask_head = MaskHead()
-    model.task_head = ClassHead(num_classes=num_classes)
+    model.heads = nn.ModuleDict({"panoptic": ClassHead(num_classes=num_classes)})
     model.semantic_branch = None
     return model
 
@@ -51,7 +51,7 @@ def test_decoder_and_heads_match_deeplab2(shared, fixture):
     model = _load_fixture_heads(shared, fixture)
     pixels = _pixels(golden)
     centres = model.kmax_decoder(pixels)
-    final = model.task_head(model.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings),
+    final = model.heads.panoptic(model.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings),
                             len(centres.layers))
     ratios = {
         "class_embeddings": assert_close_to_scale(centres.class_embeddings.numpy(),
@@ -65,7 +65,7 @@ def test_decoder_and_heads_match_deeplab2(shared, fixture):
     }
     assert len(centres.layers) == 6
     for i, layer in enumerate(centres.layers):
-        aux = model.task_head(layer, i)
+        aux = model.heads.panoptic(layer, i)
         reference = golden[f"aux/{i}/pixel_space_mask_logits"]
         ratios[f"aux{i}"] = assert_close_to_scale(aux.mask_logits.permute(0, 2, 3, 1).numpy(), reference, f"aux{i}")
         assert_close_to_scale(aux.class_logits.numpy(), golden[f"aux/{i}/transformer_class_logits"], f"aux{i} class")
@@ -141,7 +141,7 @@ def test_parameter_counts_match_deeplab2():
            for layer in layers]
     assert own == [1_975_312] * 2 + [1_713_168] * 2 + [1_582_096] * 2
     aux = sum(p.numel() for p in layers[0].aux_head.parameters())
-    aux += sum(p.numel() for p in model.task_head.classifiers[0].parameters())
+    aux += sum(p.numel() for p in model.heads.panoptic.classifiers[0].parameters())
     assert aux == 173_576
     decoder = model.kmax_decoder
     rest = sum(p.numel() for p in decoder.parameters()) - sum(p.numel() for p in decoder.layers.parameters())

@@ -6,13 +6,13 @@ import pytest
 import torch
 from polymax_task_helpers import synthetic_batch, task_metric, tiny_config, train
 
-from polymax.build import build_model
+from polymax.build import build_criterion, build_model
 from polymax.model.heads.depth import DepthHead
 from polymax.model.heads.normals import NormalsHead
 from polymax.model.heads.semantic import SemanticClusterHead, semantic_map, semantic_probabilities
-from polymax.polymax_build import build_polymax_criterion, build_task_head
 from polymax.presets.polymax import POLYMAX_PRESETS
-from polymax.structures import MaskPrediction, Prediction
+from polymax.structures import DepthOutput, MaskPrediction, NormalsOutput, SegmentationOutput
+from polymax.tasks import get_task
 
 
 def mask_prediction(batch=2, clusters=5, height=6, width=7, channels=12, scale=1.0) -> MaskPrediction:
@@ -88,30 +88,33 @@ def test_semantic_head_checks_k_equals_c_and_reads_the_map_from_the_probabilitie
     torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(2, 6, 7))
     assert torch.equal(semantic_map(out), layer.mask_logits.argmax(dim=1))
     # Onto a 21×25 input (padded to 33×33, stride 4 → 9×9 predictions): cropped to the input size.
-    big = Prediction(mask_logits=torch.randn(1, 5, 9, 9), pixel_features=torch.zeros(1, 1, 9, 9))
+    big = SegmentationOutput(mask_logits=torch.randn(1, 5, 9, 9), pixel_features=torch.zeros(1, 1, 9, 9))
     assert semantic_map(big, (21, 25)).shape == (1, 21, 25)
 
 
-def test_build_task_head_rejects_a_semantic_trunk_with_k_not_c():
-    from dataclasses import replace
-
+def test_build_head_rejects_a_semantic_trunk_with_k_not_c():
     from polymax.errors import UserError
     config = tiny_config("semantic")
     with pytest.raises(UserError, match="num_queries"):
-        build_task_head(replace(config, kmax_decoder=replace(config.kmax_decoder, num_queries=7)))
+        get_task("semantic").build_head(config, config.task(), num_predictions=7, num_queries=7)
+    with pytest.raises(UserError, match="kmax_decoder.num_queries"):
+        build_model(config, **{"kmax_decoder.num_queries": 7})
+    # Its own query group of K = C centres makes any shared K fine.
+    model = build_model(config, **{"kmax_decoder.num_queries": 7, "tasks.semantic.num_queries": 6})
+    assert model.kmax_decoder.task_centres["semantic"].shape[0] == 6
 
 
 def test_preset_table_names_clusters_and_ranges():
     expected = {f"polymax_{b}_{d}_{t}" for b in ("r50", "convnext_tiny", "convnext_small", "convnext_base",
                                                    "convnext_large") for d in ("nyu", "taskonomy")
                 for t in ("semantic", "depth", "normals")}
-    expected |= {f"polymax_tiny_synth_{t}" for t in ("semantic", "depth", "normals")}
+    expected |= {f"polymax_tiny_synth_{t}" for t in ("semantic", "depth", "normals", "semantic_depth")}
     assert expected <= set(POLYMAX_PRESETS)
     assert {n for n in POLYMAX_PRESETS if n.startswith("polymax_")} == expected
     nyu_depth, tk_depth = POLYMAX_PRESETS["polymax_r50_nyu_depth"](), POLYMAX_PRESETS["polymax_r50_taskonomy_depth"]()
     assert nyu_depth.kmax_decoder.num_queries == 16
-    assert (nyu_depth.task.min_depth, nyu_depth.task.max_depth) == (1e-3, 10)
-    assert tk_depth.task.max_depth == 128.0
+    assert (nyu_depth.task().min_depth, nyu_depth.task().max_depth) == (1e-3, 10)
+    assert tk_depth.task().max_depth == 128.0
     assert POLYMAX_PRESETS["polymax_convnext_large_nyu_normals"]().kmax_decoder.num_queries == 8
     nyu_sem = POLYMAX_PRESETS["polymax_convnext_base_nyu_semantic"]()
     assert nyu_sem.kmax_decoder.num_queries == nyu_sem.dataset.num_classes == 40
@@ -133,12 +136,13 @@ def test_tiny_synth_preset_runs_and_every_parameter_gets_a_gradient(kind):
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             torch.nn.init.uniform_(module.weight, 0.5, 1.5)
     images, targets = synthetic_batch(2, (41, 57))
-    prediction = model(images)
-    assert prediction.mask_logits.shape[:2] == (2, model.config.kmax_decoder.num_queries)
-    assert prediction.mask_logits.shape[2:] == (17, 17)  # 65×65 padded input at stride 4
-    assert len(prediction.aux) == sum(model.config.kmax_decoder.num_layers)  # one per kMaX layer
-    criterion = build_polymax_criterion(model.config)
-    criterion(prediction, targets).total.backward()
+    run = model(images).run
+    assert run.task == kind and isinstance(run.final, get_task(kind).output_type)
+    assert run.final.mask_logits.shape[:2] == (2, model.config.kmax_decoder.num_queries)
+    assert run.final.mask_logits.shape[2:] == (17, 17)  # 65×65 padded input at stride 4
+    assert len(run.aux) == sum(model.config.kmax_decoder.num_layers)  # one per kMaX layer
+    criterion = build_criterion(model.config)
+    criterion(run, targets).total.backward()
     # The shared bias of the single-channel BN on the mask logits shifts every cluster's logit equally; the
     # task outputs read the logits only through a softmax over clusters, so its gradient is analytically zero
     # (deeplab2 has the same parameter) and numerically ~0: it must be in the graph, not non-zero.
@@ -156,7 +160,7 @@ def test_each_head_trains_on_a_tiny_synthetic_batch(kind, steps, loss_ratio, low
     torch.manual_seed(0)
     config = tiny_config(kind)
     model = build_model(config)
-    criterion = build_polymax_criterion(config)
+    criterion = build_criterion(config)
     images, targets = synthetic_batch(2)
     before = task_metric(model, kind, images, targets)
     losses = train(model, criterion, images, targets, steps=steps)
@@ -174,12 +178,14 @@ def test_each_head_trains_on_a_tiny_synthetic_batch(kind, steps, loss_ratio, low
 def test_full_size_presets_build_and_predict(name):
     model = build_model(name).eval()
     with torch.no_grad():
-        prediction = model(torch.rand(1, 3, 65, 65) * 255)
+        run = model(torch.rand(1, 3, 65, 65) * 255).run
+    prediction = run.final
     assert prediction.mask_logits.shape[2:] == (17, 17)
-    assert len(prediction.aux) == (0 if name.startswith("deeplabv3plus") else 6)
-    if prediction.depth is not None:
+    assert len(run.aux) == (0 if name.startswith("deeplabv3plus") else 6)
+    if isinstance(prediction, DepthOutput):
         assert float(prediction.depth.min()) >= 1e-3 and float(prediction.depth.max()) <= 10.0
-    if prediction.normals is not None:
+    if isinstance(prediction, NormalsOutput):
         torch.testing.assert_close(prediction.normals.norm(dim=1), torch.ones(1, 17, 17))
     if name.endswith("semantic"):
         assert prediction.mask_logits.shape[1] == 40 and prediction.class_logits.shape == (1, 40, 41)
+    assert type(prediction) is get_task(run.task).output_type

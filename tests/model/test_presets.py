@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from polymax.build import build_model, resolve_config
-from polymax.config.model import ModelConfig
+from polymax.config.model import ModelConfig, TaskConfig
 from polymax.errors import UserError
 from polymax.presets import PRESETS
+from polymax.structures import ModelOutput, SegmentationOutput
 from polymax.tools.analysis import count_flops, count_parameters
 
 # Inference parameters (without the training-only semantic branch), spec §7.
@@ -25,7 +26,8 @@ SPEC_TOTAL = {"kmax_r50_coco": 72.44e6, "kmax_axial_r50_coco": 90.27e6, "kmax_co
               "kmax_r50_cityscapes": 56.99e6, "kmax_convnext_tiny_cityscapes": 60.98e6, "kmax_r50_ade20k": 72.47e6}
 TINY = ("kmax_tiny_test", "polymax_tiny_synth_panoptic")
 # The kMaX panoptic presets (the PolyMaX heads and baselines test their own presets).
-PANOPTIC = sorted(n for n, make in PRESETS.items() if make().task.kind == "panoptic" and make().architecture == "kmax")
+PANOPTIC = sorted(n for n, make in PRESETS.items()
+                  if make().task_names == ("panoptic",) and make().architecture == "kmax")
 SIZE = (50, 70)                          # padded to 65 × 97
 
 
@@ -35,29 +37,34 @@ def meta_model(name: str):
         return build_model(name)
 
 
-def _check_contract(model, prediction, *, batch: int, training: bool) -> None:
+def _check_contract(model, output: ModelOutput, *, batch: int, training: bool) -> None:
+    """The panoptic run of ``output``: final and auxiliary shapes, strides and the semantic branch's logits."""
     config: ModelConfig = model.config
+    task = config.task()
+    run = output.run
+    final = run.final
+    assert run.task == task.name == "panoptic" and isinstance(final, SegmentationOutput)
     pad_h, pad_w = 65, 97
     stride = config.high_res_stride
-    k, c = config.kmax_decoder.num_queries, config.dataset.num_classes + 1
+    k, c = task.num_queries or config.kmax_decoder.num_queries, config.dataset.num_classes + 1
     if training and config.kmax_decoder.drop_query > 0:
-        k = prediction.mask_logits.shape[1]
+        k = final.mask_logits.shape[1]
     h, w = (pad_h - 1) // stride + 1, (pad_w - 1) // stride + 1
-    assert prediction.mask_logits.shape == (batch, k, h, w)
-    assert prediction.pixel_features.shape == (batch, config.head.mask_dim, h, w)
-    assert prediction.class_logits.shape == (batch, k, c)
+    assert final.mask_logits.shape == (batch, k, h, w)
+    assert final.pixel_features.shape == (batch, config.head.mask_dim, h, w)
+    assert final.class_logits.shape == (batch, k, c)
     layer_strides = [s for s, n in zip((32, 16, 8), config.kmax_decoder.num_layers) for _ in range(n)]
-    assert len(prediction.aux) == len(layer_strides)
-    for aux, s in zip(prediction.aux, layer_strides):
+    assert len(run.aux) == len(layer_strides)
+    for aux, s in zip(run.aux, layer_strides):
         size = ((pad_h - 1) // s + 1, (pad_w - 1) // s + 1)
         assert aux.mask_logits.shape == (batch, k, *size)
         assert aux.pixel_features.shape == (batch, config.head.mask_dim, *size)
         assert aux.class_logits.shape == (batch, k, c)
-    if training and config.task.aux_semantic != "none":
-        s = {"decoder": 4, "head": 32}[config.task.aux_semantic]
-        assert prediction.semantic_logits.shape == (batch, c, (pad_h - 1) // s + 1, (pad_w - 1) // s + 1)
+    if training and task.aux_semantic != "none":
+        s = {"decoder": 4, "head": 32}[task.aux_semantic]
+        assert run.semantic_logits.shape == (batch, c, (pad_h - 1) // s + 1, (pad_w - 1) // s + 1)
     else:
-        assert prediction.semantic_logits is None
+        assert run.semantic_logits is None
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -65,7 +72,8 @@ def test_preset_config_is_complete(name):
     config = PRESETS[name]()
     assert isinstance(config, ModelConfig) and config.preset == name
     assert ModelConfig.from_dict(config.to_dict()) == config
-    assert config.task.kind in ("panoptic", "semantic", "depth", "normals")
+    assert config.tasks and all(task.name in ("panoptic", "semantic", "depth", "normals") for task in config.tasks)
+    assert len(set(config.task_names)) == len(config.tasks)
     if name in PANOPTIC:
         info = config.dataset
         assert info.num_classes > 0 and len(info.colors) == info.num_classes
@@ -104,11 +112,13 @@ def test_tiny_presets_run_and_every_parameter_learns(name):
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             torch.nn.init.uniform_(module.weight, 0.5, 1.5)
     images = torch.rand(2, 3, *SIZE) * 255
-    prediction = model(images)
-    _check_contract(model, prediction, batch=2, training=True)
-    outputs = [prediction.mask_logits, prediction.class_logits, prediction.pixel_features, prediction.semantic_logits]
-    for aux in prediction.aux:
-        outputs += [aux.mask_logits, aux.class_logits, aux.pixel_features]
+    output = model(images)
+    _check_contract(model, output, batch=2, training=True)
+    run = output.run
+    outputs = [*run.final.tensors().values(), run.semantic_logits]
+    for aux in run.aux:
+        outputs += list(aux.tensors().values())
+    assert len(outputs) == 3 + 1 + 3 * len(run.aux)     # mask / class logits and pixel features everywhere
     assert all(torch.isfinite(t).all() for t in outputs)
     sum(t.square().mean() for t in outputs).backward()
     silent = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
@@ -136,7 +146,7 @@ def test_padding_is_mid_grey():
     with torch.no_grad():
         x = model.preprocess(image)
         assert x.shape == (1, 3, 65, 65) and torch.all(x[..., 33:, :] == 0) and torch.all(x[..., :, 33:] == 0)
-        torch.testing.assert_close(model(image).mask_logits, model(image[..., :39, :37]).mask_logits)
+        torch.testing.assert_close(model(image).final.mask_logits, model(image[..., :39, :37]).final.mask_logits)
 
 
 def test_builder_errors_and_overrides():
@@ -147,7 +157,11 @@ def test_builder_errors_and_overrides():
     with pytest.raises(UserError):
         build_model("kmax_tiny_test", kmax_decoder__no_such_field=1)
     with pytest.raises(UserError):
-        build_model("kmax_tiny_test", task__kind="no_such_task")
+        build_model("kmax_tiny_test", tasks__no_such_task__aux_semantic="none")
+    with pytest.raises(UserError):
+        build_model("kmax_tiny_test", tasks=(TaskConfig(name="no_such_task"),))
+    with pytest.raises(UserError):
+        build_model("kmax_tiny_test", **{"tasks.panoptic.no_such_field": 1})
     config = resolve_config("kmax_r50_coco", kmax_decoder__num_queries=256, crop_size=(641, 641))
     assert config.kmax_decoder.num_queries == 256 and config.crop_size == (641, 641)
     assert build_model("kmax_tiny_test", kmax_decoder__num_queries=5).kmax_decoder.cluster_centres.shape[0] == 5
@@ -164,6 +178,6 @@ def test_flops_are_counted_by_running_the_model():
 def test_big_presets_forward_without_nan(name):
     model = build_model(name).eval()
     with torch.no_grad():
-        prediction = model(torch.rand(2, 3, *SIZE) * 255)
-    _check_contract(model, prediction, batch=2, training=False)
-    assert torch.isfinite(prediction.mask_logits).all() and torch.isfinite(prediction.class_logits).all()
+        output = model(torch.rand(2, 3, *SIZE) * 255)
+    _check_contract(model, output, batch=2, training=False)
+    assert torch.isfinite(output.final.mask_logits).all() and torch.isfinite(output.final.class_logits).all()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import io
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -17,7 +20,10 @@ import torch
 from PIL import Image
 
 import polymax
+from polymax.build import build_model
+from polymax.config.model import TaskConfig
 from polymax.inference.predictor import Predictor
+from polymax.io.pretrained import save_pretrained
 from polymax.serve.app import make_server
 
 KEEP_ALL = dict(postprocess__pixel_confidence=0.0, postprocess__thing_confidence=0.0,
@@ -26,18 +32,40 @@ KEEP_ALL = dict(postprocess__pixel_confidence=0.0, postprocess__thing_confidence
 UPLOAD_LIMIT = 200_000
 
 
-@pytest.fixture(scope="module")
-def server():
-    torch.manual_seed(0)
-    predictor = Predictor(polymax.build_model("kmax_tiny_test", **KEEP_ALL))
-    httpd = make_server(predictor, port=0, max_upload_bytes=UPLOAD_LIMIT)
+def _serving(predictor: Predictor, **options):
+    """A started server on a free port; stop it with ``_stop``."""
+    httpd = make_server(predictor, port=0, **options)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield httpd
+    return httpd, thread
+
+
+def _stop(httpd, thread) -> None:
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=10)
     assert not thread.is_alive(), "the server thread must stop on shutdown"
+
+
+@pytest.fixture(scope="module")
+def server():
+    torch.manual_seed(0)
+    httpd, thread = _serving(Predictor(polymax.build_model("kmax_tiny_test", **KEEP_ALL)),
+                             max_upload_bytes=UPLOAD_LIMIT)
+    yield httpd
+    _stop(httpd, thread)
+
+
+@pytest.fixture(scope="module")
+def two_task_dir(tmp_path_factory) -> Path:
+    """A saved model with a semantic and a depth head on one trunk (tiny, untrained)."""
+    config = build_model("polymax_tiny_synth_semantic").config
+    depth = TaskConfig(name="depth", num_queries=16, aux_semantic="none", min_depth=0.1, max_depth=10.0)
+    config = dataclasses.replace(config, tasks=(config.task("semantic"), depth))
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("two_tasks") / "model"
+    save_pretrained(build_model(config), directory)
+    return directory
 
 
 def _png(height=48, width=72) -> bytes:
@@ -75,6 +103,7 @@ def test_page_has_an_upload_form(server):
     assert status == 200
     assert 'enctype="multipart/form-data"' in page and 'type="file"' in page
     assert "kmax_tiny_test" in page
+    assert re.search(r'task <b id="task">panoptic</b>,', page), "the page names the task it runs"
     assert _request(server, "GET", "/elsewhere")[0] == 404
 
 
@@ -106,6 +135,41 @@ def test_oversized_upload_is_refused_before_reading(server):
     assert response.status == 413
     assert str(UPLOAD_LIMIT) in response.read().decode()
     connection.close()
+
+
+def _serve_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polymax", "serve", "--port", "0", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_two_task_model_without_task_is_a_one_line_error(two_task_dir):
+    result = _serve_cli("--model", str(two_task_dir))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "semantic" in lines[0] and "depth" in lines[0] and "--task" in lines[0]
+    assert "serving" not in result.stdout
+
+
+def test_unknown_task_is_a_one_line_error(two_task_dir):
+    result = _serve_cli("--model", str(two_task_dir), "--task", "normals")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "'normals'" in result.stderr
+    assert "semantic" in result.stderr and "depth" in result.stderr     # the choices
+
+
+def test_a_chosen_task_of_a_two_task_model_is_served(two_task_dir):
+    predictor = Predictor.from_pretrained(two_task_dir, task="depth", resize="none")
+    httpd, thread = _serving(predictor)
+    try:
+        page = _request(httpd, "GET", "/")[1]
+        assert re.search(r'task <b id="task">depth</b> \(the model also has semantic\)', page)
+        status, page = _request(httpd, "POST", "/predict", *_multipart(_png()))
+        assert status == 200
+        figures = set(re.findall(r'<figure id="([\w-]+)">', page))
+        assert figures == {"input", "pred-depth_color"}, figures           # only the chosen task's pictures
+    finally:
+        _stop(httpd, thread)
 
 
 def _browser_paths() -> tuple[str, str]:

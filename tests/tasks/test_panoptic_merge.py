@@ -7,11 +7,11 @@ import pytest
 import torch
 from deeplab2_fixture import golden_outputs, load_manifest, nhwc_to_nchw
 
-from polymax.build import build_postprocessor
 from polymax.data import dataset_info
-from polymax.model.meta_arch import padded_size, resize_to_input
+from polymax.geometry import Geometry, padded_size, resize_to_input
 from polymax.presets import PRESETS
 from polymax.tasks.panoptic_merge import PanopticPostProcessor
+from polymax.tasks.segmentation import build_postprocessor
 
 BIG = 20.0
 
@@ -125,14 +125,18 @@ def test_every_preset_has_a_post_processor():
     assert cityscapes.reorder_mask_weight == 0.0 and cityscapes.overlap.item() == pytest.approx(0.9)
 
 
-def test_prediction_fields_are_brought_to_the_input_size():
-    from polymax.model.meta_arch import prediction_at_input_size
-    from polymax.structures import Prediction
+def test_output_maps_are_brought_to_the_input_size():
+    from polymax.structures import SegmentationOutput
+    from polymax.tasks.base import output_slice, probabilities_at_input
 
-    prediction = Prediction(mask_logits=torch.randn(1, 4, 33, 41), pixel_features=torch.randn(1, 8, 33, 41),
-                            class_logits=torch.randn(1, 4, 3), semantic_logits=torch.randn(1, 3, 33, 41),
-                            aux=[Prediction(mask_logits=torch.randn(1, 4, 5, 6),
-                                            pixel_features=torch.randn(1, 8, 5, 6))])
-    resized = prediction_at_input_size(prediction, (100, 150))
-    assert resized.mask_logits.shape == (1, 4, 100, 150) and resized.pixel_features.shape == (1, 8, 100, 150)
-    assert resized.class_logits is prediction.class_logits and resized.aux == []
+    output = SegmentationOutput(mask_logits=torch.randn(2, 4, 33, 41), pixel_features=torch.randn(2, 8, 33, 41),
+                                class_logits=torch.randn(2, 4, 3))
+    geometry = Geometry(original=(100, 150), content=(100, 150), network=(129, 161))
+    one = output_slice(output, 1)
+    assert one.mask_logits.shape == (1, 4, 33, 41) and torch.equal(one.class_logits, output.class_logits[1:])
+    probabilities = probabilities_at_input(one, geometry)
+    assert probabilities.shape == (4, 100, 150)
+    torch.testing.assert_close(probabilities.sum(dim=0), torch.ones(100, 150))
+    # The softmax runs on the network input (padding cropped), as the panoptic merge does.
+    expected = resize_to_input(output.mask_logits[1:], (100, 150)).softmax(dim=1)[0]
+    torch.testing.assert_close(probabilities, expected)

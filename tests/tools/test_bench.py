@@ -9,6 +9,7 @@ import torch
 
 from polymax.build import build_model
 from polymax.cli import main
+from polymax.config.model import TaskConfig
 from polymax.tools.analysis import count_flops, count_parameters
 from polymax.tools.bench import BenchSettings, run_benchmark, synthetic_targets
 
@@ -101,3 +102,24 @@ def test_synthetic_targets_follow_the_task() -> None:
     depth = synthetic_targets(build_model("polymax_tiny_synth_depth"), 1, (17, 17), torch.device("cpu"))
     assert depth.depth.shape == (1, 33, 33) and depth.depth[:, :17, :17].min() > 0 and depth.semantic is None
     assert depth.depth[:, 17:].max() == 0
+
+
+def _semantic_and_depth() -> dict:
+    """Overrides giving the tiny synthetic semantic model a second, depth head (16 queries of its own)."""
+    semantic = build_model("polymax_tiny_synth_semantic").config.task("semantic")
+    depth = TaskConfig(name="depth", num_queries=16, aux_semantic="none", min_depth=0.5, max_depth=4.0)
+    return {"tasks": (semantic, depth)}
+
+
+def test_two_task_model_gets_the_labels_of_both_and_is_measured_whole() -> None:
+    overrides = _semantic_and_depth()
+    model = build_model("polymax_tiny_synth_semantic", **overrides)
+    targets = synthetic_targets(model, 1, (65, 65), torch.device("cpu"))
+    assert targets.semantic is not None and targets.panoptic is not None and targets.normals is None
+    assert targets.depth.min() > 0.5 and targets.depth.max() < 4.0           # the depth task's own range
+    both = count_flops(model, (65, 65))
+    assert both > count_flops(model, (65, 65), task="semantic") and both > count_flops(model, (65, 65), task="depth")
+    result = run_benchmark(BenchSettings(preset="polymax_tiny_synth_semantic", size=(65, 65), repeats=1, warmup=1,
+                                         train=True, matmul_size=256, overrides=overrides))
+    _check_sane(result, batch=1)
+    assert result["flops"] > 2 * both                                        # forward and backward of both tasks

@@ -31,7 +31,7 @@ def _check_outputs(out, reports):
         for name, _ in HEADLINE[report.task]:
             assert isinstance(entry["model"][name], float) and isinstance(entry["trivial"][name], float)
         assert (out / f"{report.task}.png").stat().st_size > 1000
-        assert polymax.load_model(out / "models" / report.task).config.task.kind == report.task
+        assert polymax.load_model(out / "models" / report.task).config.task_names == (report.task,)
 
 
 def test_reduced_demo_beats_the_trivial_baselines(tmp_path):

@@ -23,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from polymax.convert.deeplab2 import convert_deeplab2
+    from polymax.io.pretrained import save_pretrained
 
     model = convert_deeplab2(args.source, args.preset)
-    model.save_pretrained(args.out)
+    save_pretrained(model, args.out)
     count = sum(p.numel() for p in model.parameters())
     print(f"converted {args.source} ({args.preset}, {count / 1e6:.2f}M parameters) → {args.out}")
     return 0

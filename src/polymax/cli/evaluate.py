@@ -1,7 +1,8 @@
 """``polymax eval``: evaluate a saved model directory on a data set and print the task's metrics.
 
-Panoptic models: PQ, SQ, RQ for all / things / stuff classes and mIoU; semantic models mIoU; depth and
-normal models their metrics. ``--json`` prints one JSON object (fractions, not percentages) instead.
+Panoptic: PQ, SQ, RQ for all / things / stuff classes and mIoU; semantic: mIoU; instance: mask AP; depth and
+normals: their metrics. ``--task NAME`` picks one task of a multi-task model (default: its only task).
+``--json`` prints one JSON object (fractions, not percentages) instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ HELP = "evaluate a model on a data set"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="model directory (e.g. a run's OUT/last)")
+    parser.add_argument("--task", metavar="NAME", help="the task to evaluate (default: the model's only task)")
     parser.add_argument("--dataset", default="synth", help="data set name (default: synth)")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding the data set's files")
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
@@ -33,33 +35,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     import polymax
-    from polymax.data import build_dataset
+    from polymax.data import build_dataset, generation_options
     from polymax.errors import UserError
     from polymax.inference.evaluate import evaluate, format_table
+    from polymax.inference.runner import resolve_device
 
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"data root {args.data_root} does not exist or is not a folder")
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise UserError("--batch-size and --limit must be at least 1")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     model = polymax.load_model(args.model, map_location=device)
+    task = model.config.task(args.task).name           # a one-line error listing the choices
     if not args.no_optimise:
         from polymax.inference.fuse import optimise_for_inference
         model = optimise_for_inference(model, device=device)
-    options = {"size": tuple(model.config.crop_size)} if args.dataset == "synth" else {}
+    options = generation_options(args.dataset, size=tuple(model.config.crop_size))
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, **options)
     if len(dataset) == 0:
         raise UserError(f"the {args.dataset} {args.split} split is empty")
-    metrics = evaluate(model, dataset=dataset, batch_size=args.batch_size, device=device, precision=args.precision,
-                       max_batches=args.limit, resize_longer_side=args.resize_longer_side,
-                       progress=not args.json)
+    metrics = evaluate(model, dataset=dataset, task=task, batch_size=args.batch_size, device=device,
+                       precision=args.precision, max_batches=args.limit,
+                       resize_longer_side=args.resize_longer_side, progress=not args.json)
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
                          indent=2))
     else:
-        print(f"{args.model} on {args.dataset} / {args.split}:")
+        print(f"{args.model} ({task}) on {args.dataset} / {args.split}:")
         print(format_table(metrics))
     return 0

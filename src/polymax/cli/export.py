@@ -1,4 +1,5 @@
-"""``polymax export onnx --model DIR --out FILE [--height H --width W | --dynamic]``: write an ONNX graph.
+"""``polymax export onnx --model DIR --out FILE [--task NAME] [--height H --width W | --dynamic]``: write an ONNX
+graph of one task.
 
 The graph is the network only (see :mod:`polymax.export.onnx` for its inputs, outputs and geometry);
 ``polymax predict --onnx FILE`` runs it with the same pre- and post-processing as a PyTorch model.
@@ -16,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=("onnx",), help="export format")
     parser.add_argument("--model", required=True, metavar="DIR", help="model directory")
     parser.add_argument("--out", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument("--task", metavar="NAME", help="the task to export (default: the model's only task)")
     parser.add_argument("--height", type=int, help="static input height (default: the preset's crop size)")
     parser.add_argument("--width", type=int, help="static input width (default: the preset's crop size)")
     parser.add_argument("--dynamic", action="store_true",
@@ -32,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from polymax.io.pretrained import load_model
 
     model = load_model(args.model)
-    result = export_onnx(model, args.out, height=args.height, width=args.width, dynamic=args.dynamic,
+    result = export_onnx(model, args.out, task=args.task, height=args.height, width=args.width, dynamic=args.dynamic,
                          opset=args.opset, exporter=args.exporter)
     geometry = "dynamic (B, 3, 32k+1, 32k+1)" if result.input_size is None else \
         f"(1, 3, {result.input_size[0]}, {result.input_size[1]})"
-    print(f"wrote {result.path}: images {geometry} → {', '.join(result.outputs)}")
+    print(f"wrote {result.path}: {result.task}, images {geometry} → {', '.join(result.outputs)}")
     if args.check:
         difference = parity(model, result)
         print("onnxruntime vs PyTorch, max abs difference: "
@@ -49,11 +51,11 @@ def parity(model, result) -> dict[str, float]:
     import torch
 
     from polymax.export.onnx import OnnxRunner
-    from polymax.model.meta_arch import padded_size
+    from polymax.geometry import padded_size
 
     size = result.input_size or padded_size(tuple(model.config.crop_size))
     images = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255
     exported = OnnxRunner(result.path).run_arrays(images)
     with torch.no_grad():
-        reference = model.eval()(images)
+        reference = model.eval()(images, task=result.task)[result.task].final
     return {name: float((exported[name] - getattr(reference, name)).abs().max()) for name in result.outputs}

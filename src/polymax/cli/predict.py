@@ -1,4 +1,5 @@
-"""``polymax predict INPUT... --model DIR --out OUT``: run a model on your images and write its outputs.
+"""``polymax predict INPUT... --model DIR --out OUT [--task NAME]``: run a model on your images and write its
+outputs (one task per run; a model with several tasks needs ``--task``).
 
 INPUT may be image files, folders (searched recursively) and glob patterns (quote them). Each image is
 predicted at the model's evaluation geometry and mapped back to its own size; the files written per image are
@@ -15,8 +16,9 @@ HELP = "run a model on your images and write pictures and label maps"
 
 EPILOG = """files per image NAME (at the image's size): NAME_semantic.png (16-bit class ids), NAME_semantic_color.png,
 NAME_panoptic.png (16-bit segment ids) + NAME_segments.json (COCO-panoptic segments_info), NAME_panoptic_color.png,
-NAME_depth.png (16-bit millimetres), NAME_depth_color.png, NAME_normals.png (RGB = (n+1)/2), NAME_probabilities.png;
-with --npy also NAME_depth.npy, NAME_normals.npy, NAME_probabilities.npy. Only the model's tasks are written.
+NAME_instance.png (16-bit instance ids) + NAME_instances.json, NAME_instance_color.png, NAME_depth.png (16-bit
+millimetres), NAME_depth_color.png, NAME_normals.png (RGB = (n+1)/2), NAME_probabilities.png; with --npy also
+NAME_depth.npy, NAME_normals.npy, NAME_probabilities.npy. Only the files of the task run are written.
 Grayscale images are repeated into RGB; the alpha channel of RGBA images is dropped."""
 
 
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
     source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx` (runs on CPU)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs (created)")
+    parser.add_argument("--task", metavar="NAME", help="the task to run (default: the model's only task)")
     parser.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--resize", choices=("fit", "none"), default="fit",
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     found = collect_inputs(args.inputs)
     if not found.images:
         raise UserError("no images to predict: " + "; ".join(found.problems))
-    options = {"batch_size": args.batch_size, "resize": args.resize, "size": tuple(args.size) if args.size else None}
+    options = {"task": args.task, "batch_size": args.batch_size, "resize": args.resize,
+               "size": tuple(args.size) if args.size else None}
     if args.onnx:
         if args.device not in ("auto", "cpu"):
             raise UserError(f"--onnx runs on the CPU (onnxruntime); drop --device {args.device}")

@@ -1,4 +1,4 @@
-"""``polymax presets``: list the model presets (name, backbone, task, data set), optionally with parameter counts."""
+"""``polymax presets``: list the model presets (name, backbone, tasks, data set), optionally with parameter counts."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ def run(args: argparse.Namespace) -> int:
         if args.filter not in name:
             continue
         config = make()
-        row = [name, config.backbone.name, config.task.kind, config.dataset.name]
+        row = [name, config.backbone.name, ",".join(config.task_names), config.dataset.name]
         if args.params:
             from polymax.tools.analysis import count_preset_parameters
             row.append(f"{count_preset_parameters(config) / 1e6:.2f}M")
         rows.append(row)
-    header = ["preset", "backbone", "task", "data set"] + (["inference params"] if args.params else [])
+    header = ["preset", "backbone", "tasks", "data set"] + (["inference params"] if args.params else [])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

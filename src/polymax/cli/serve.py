@@ -1,4 +1,5 @@
-"""``polymax serve --model DIR``: a local web page where you upload an image and see the model's predictions.
+"""``polymax serve --model DIR [--task NAME]``: a local web page where you upload an image and see the model's
+predictions for one task (a model with several tasks needs ``--task``).
 
 Listens on 127.0.0.1 (this machine only) unless ``--host`` says otherwise; Ctrl-C stops it.
 """
@@ -14,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
     source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx`")
+    parser.add_argument("--task", metavar="NAME", help="the task to show (default: the model's only task)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
@@ -31,8 +33,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise UserError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if args.onnx:
-        predictor = Predictor.from_onnx(args.onnx)
+        predictor = Predictor.from_onnx(args.onnx, task=args.task)
     else:
-        predictor = Predictor.from_pretrained(args.model, device=args.device)
+        from polymax.io.pretrained import read_config
+
+        read_config(args.model).task(args.task)   # a wrong or missing --task fails before the weights are loaded
+        predictor = Predictor.from_pretrained(args.model, task=args.task, device=args.device)
     serve(predictor, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     return 0

@@ -1,6 +1,8 @@
 """``polymax train``: train a model from a preset, an optional YAML recipe and command-line overrides.
 
 Precedence: TrainConfig defaults < ``--config FILE`` < the flags below < ``--set section.field=value``.
+The model is set the same way: ``--set model.kmax_decoder.num_queries=32`` or ``--set model.tasks.depth.max_depth=20``
+(any ModelConfig field; see ``polymax.config.train``).
 Writes ``OUT/last/`` (a model directory that ``polymax.load_model`` reads, plus ``training_state.pt`` and
 ``train_config.yaml``), ``OUT/scalars.jsonl`` and, with the ``log`` extra, TensorBoard logs in ``OUT/tb``.
 Multi-GPU / multi-process: ``torchrun --nproc_per_node=P -m polymax train ...`` (``--batch-size`` stays the
@@ -28,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (CPU and GPU) or fp32")
     parser.add_argument("--workers", type=int, help="data-loading processes per rank")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config field, e.g. --set optim.lr=1e-4 (repeatable)")
+                        help="override one config field, e.g. --set optim.lr=1e-4, or a model field, e.g. "
+                             "--set model.kmax_decoder.num_queries=32 (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -43,7 +46,8 @@ def resolve(args: argparse.Namespace):
              "device": args.device, "precision": args.precision, "data.workers": args.workers}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.overrides)
     config = load_config(args.config, overrides=overrides)
-    resolve_config(config.model.preset)  # an unknown preset fails here, before anything is written
+    # An unknown preset, or a model override naming a task the preset lacks, fails here before anything is written.
+    resolve_config(config.model.preset, **config.model.overrides)
     if config.data.root is not None:
         from pathlib import Path
         if not Path(config.data.root).is_dir():

@@ -35,9 +35,11 @@ class PixelDecoderConfig:
 
 @dataclass(frozen=True)
 class KMaXDecoderConfig:
-    """kMaX transformer decoder. num_layers: kMaX layers per pixel-decoder stage (os32, os16, os8).
-    hidden: cluster-centre width (256); ffn: FFN width (2048); drop_path_keep on the three memory
-    branches; drop_query: train with a random subset of this fraction of queries (paper only; 0 = off)."""
+    """kMaX transformer decoder. num_queries: K of the shared query group. num_layers: kMaX layers per
+    pixel-decoder stage (os32, os16, os8). hidden: cluster-centre width (256); ffn: FFN width (2048);
+    drop_path_keep on the three memory branches; drop_query: train with a random subset of this fraction of
+    queries (paper only; 0 = off). task_conditioned: the initial centres depend on a learned embedding of the
+    task being run (a OneFormer-style task token; off in every kMaX / PolyMaX preset)."""
 
     num_queries: int = 128
     num_layers: tuple[int, int, int] = (2, 2, 2)
@@ -46,6 +48,7 @@ class KMaXDecoderConfig:
     ffn: int = 2048
     drop_path_keep: float = 0.8
     drop_query: float = 0.0
+    task_conditioned: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,19 +99,27 @@ class PostProcessConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Which task head sits on the trunk and its settings.
+    """One task head on the trunk and its settings (``polymax.tasks`` says what each name means).
 
-    kind: panoptic | semantic | depth | normals.
-    aux_semantic: training-only auxiliary semantic branch: 'decoder' (ASPP + low-level fusion, COCO/ADE),
-        'head' (head on stage5 only, Cityscapes) or 'none'.
+    name: a key of ``polymax.tasks.TASKS`` — panoptic | semantic | instance | depth | normals.
+    num_queries: 0 = the task reads the shared query group (``kmax_decoder.num_queries`` centres); N > 0 = the
+        task owns a group of N cluster centres, with its own softmax and k-means argmax.
+    aux_semantic: segmentation tasks: the training-only auxiliary semantic branch, 'decoder' (ASPP + low-level
+        fusion, COCO/ADE), 'head' (head on stage5 only, Cityscapes) or 'none'.
     min_depth / max_depth: depth range in metres (bin centres are bounded to it).
+    depth_loss: the depth recipe, 'silog' (SILog + relative squared + gradient, NYU) or 'charbonnier'
+        (Taskonomy and the per-pixel baseline).
+    depth_eval_crop: the depth evaluation crop, 'nyu' (Eigen's crop) or None.
     value_mlp_layers: depth of the per-cluster MLP for depth / normals.
     """
 
-    kind: str = "panoptic"
+    name: str = "panoptic"
+    num_queries: int = 0
     aux_semantic: str = "decoder"
     min_depth: float = 1e-3
     max_depth: float = 10.0
+    depth_loss: str = "silog"
+    depth_eval_crop: str | None = None
     value_mlp_layers: int = 2
 
 
@@ -117,6 +128,7 @@ class ModelConfig:
     """Everything needed to rebuild a model; saved as ``config.json`` next to the weights.
 
     architecture: 'kmax' (cluster prediction) or 'deeplabv3plus' (the per-pixel baseline).
+    tasks: the task heads on the trunk, in order; one per task name.
     high_res_stride: stride of the final per-pixel embedding (4, or 2 for Cityscapes R50 / MaX-S).
     """
 
@@ -128,18 +140,52 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     dataset: DatasetInfo = field(default_factory=DatasetInfo)
     postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
+    tasks: tuple[TaskConfig, ...] = (TaskConfig(),)
     high_res_stride: int = 4
     # Preprocessing: inputs are resized / padded to a 32k+1 size; `crop_size` is the training / eval
     # geometry (H, W) the preset was designed for.
     crop_size: tuple[int, int] = (1281, 1281)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(task.name for task in self.tasks)
+
+    def task(self, name: str | None = None) -> TaskConfig:
+        """The config of task ``name``; without a name, the model's only task (a UserError when it has several)."""
+        if name is None:
+            if len(self.tasks) != 1:
+                raise UserError(f"model {self.preset!r} has tasks {list(self.task_names)}; choose one with --task")
+            return self.tasks[0]
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise UserError(f"model {self.preset!r} has no task {name!r}; choose one of {list(self.task_names)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, data)
+        return _from_dict(cls, migrate_config_dict(data))
+
+
+def migrate_config_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.json`` model config written by release 0.1 (one ``task`` with a ``kind``) in today's layout.
+
+    The data-set-name recipes of 0.1 become task settings: depth on Taskonomy and the per-pixel baseline trained
+    with the Charbonnier loss, depth on NYUD-v2 was evaluated on Eigen's crop.
+    """
+    if "task" not in data:
+        return data
+    data = dict(data)
+    old = dict(data.pop("task"))
+    name = old.pop("kind", "panoptic")
+    dataset = (data.get("dataset") or {}).get("name")
+    robust = data.get("architecture") == "deeplabv3plus" or dataset == "taskonomy"
+    old["depth_loss"] = "charbonnier" if robust else "silog"
+    old["depth_eval_crop"] = "nyu" if dataset == "nyuv2" else None
+    data["tasks"] = [{"name": name, **old}]
+    return data
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -154,6 +200,9 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
         default = getattr(cls(), name) if _has_default(cls) else None
         if is_dataclass(default) and isinstance(value, dict):
             kwargs[name] = _from_dict(type(default), value)
+        elif isinstance(default, tuple) and default and is_dataclass(default[0]) and isinstance(value, (list, tuple)):
+            # a tuple of sections (ModelConfig.tasks): each element is rebuilt as the default's element type
+            kwargs[name] = tuple(item if is_dataclass(item) else _from_dict(type(default[0]), item) for item in value)
         else:
             kwargs[name] = _tupleize(value)
     return cls(**kwargs)

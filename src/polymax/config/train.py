@@ -2,8 +2,11 @@
 
 A run is described by one TrainConfig. It comes from the defaults below, then a YAML file (``configs/*.yaml``,
 flat sections mirroring these dataclasses), then command-line flags and ``--set section.field=value``
-overrides, in that order. The resolved config is printed at the start of a run and saved next to every
-checkpoint (``train_config.yaml``), so a checkpoint always says how it was made.
+overrides, in that order. ``--set model.<ModelConfig path>=value`` (``model.kmax_decoder.num_queries=32``,
+``model.tasks.depth.max_depth=20``) overrides the model itself: it is checked and typed against
+:class:`~polymax.config.model.ModelConfig` here, kept in ``model.overrides`` and handed to ``build_model``.
+The resolved config is printed at the start of a run and saved next to every checkpoint
+(``train_config.yaml``), so a checkpoint always says how it was made.
 
 Defaults are the official kMaX-DeepLab COCO recipe (spec §5) except where a value only makes sense per run
 (preset, data set, steps, output folder).
@@ -29,8 +32,10 @@ class ModelOptions:
     (``save_pretrained`` format) whose weights initialise the model (fine-tuning, converted checkpoints).
     backbone_drop_path_keep / decoder_drop_path_keep: override the preset's drop-path keep probabilities
     (None = the preset's). drop_query: paper-only query dropout fraction (None = the preset's).
-    aux_semantic: the training-only auxiliary semantic branch, 'decoder' / 'head' / 'none' (None = the preset's;
-    'none' for data without semantic labels)."""
+    aux_semantic: the training-only auxiliary semantic branch of every segmentation task of the model, 'decoder' /
+    'head' / 'none' (None = the preset's; 'none' for data without semantic labels).
+    overrides: ModelConfig path → value, in ``build_model``'s dotted dialect (``kmax_decoder.num_queries``,
+    ``tasks.depth.max_depth``); applied after the fields above, so a per-task setting beats ``aux_semantic``."""
 
     preset: str = "polymax_tiny_synth_panoptic"
     init: str | None = None
@@ -38,6 +43,25 @@ class ModelOptions:
     decoder_drop_path_keep: float | None = None
     drop_query: float | None = None
     aux_semantic: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Keys normalised to dots and values typed as the ModelConfig field (YAML lists → tuples, 20 → 20.0),
+        # so a resolved config saved as YAML and read back is equal to the one that ran.
+        checked = {}
+        for key, value in self.overrides.items():
+            path = str(key).replace("__", ".")
+            if path in MODEL_ALIASES:
+                raise UserError(f"model.overrides: set {path} with model.{MODEL_ALIASES[path]}")
+            checked[path] = _coerce(value, _model_field_type(path), where=f"model.{path}")
+        self.overrides = checked
+
+
+# ModelConfig paths that already have a ModelOptions field: ``--set model.<path>`` sets that field, so one run
+# never holds two values for one setting.
+MODEL_ALIASES = {"backbone.drop_path_keep": "backbone_drop_path_keep",
+                 "kmax_decoder.drop_path_keep": "decoder_drop_path_keep",
+                 "kmax_decoder.drop_query": "drop_query"}
 
 
 @dataclass
@@ -89,10 +113,10 @@ class OptimOptions:
 
 @dataclass
 class LossOptions:
-    """kMaX loss weights and sampling (spec §2). inst_disc_*: pixel-contrastive term (samples K, sampling
-    temperature τ_s: 1.5 COCO / ADE20K, 0.6 Cityscapes). semantic_top_k: hard-pixel fraction of the auxiliary
-    semantic loss (Cityscapes 0.2). semantic_samples: Gumbel-top-k pixel sub-sampling of that loss (0 = off,
-    deeplab2's released behaviour)."""
+    """The segmentation tasks' kMaX loss weights and sampling (spec §2). inst_disc_*: pixel-contrastive term
+    (samples K, sampling temperature τ_s: 1.5 COCO / ADE20K, 0.6 Cityscapes). semantic_top_k: hard-pixel
+    fraction of the auxiliary semantic loss (Cityscapes 0.2). semantic_samples: Gumbel-top-k pixel sub-sampling
+    of that loss (0 = off, deeplab2's released behaviour)."""
 
     class_weight: float = 3.0
     dice_weight: float = 3.0
@@ -108,6 +132,25 @@ class LossOptions:
 
 
 @dataclass
+class DepthLossOptions:
+    """Depth-loss weights; None keeps the task's recipe (``TaskConfig.depth_loss``: 'silog' = SILog 1, relative
+    squared 1, gradient 0.5; 'charbonnier' = Charbonnier 1). A weight of 0 skips the term."""
+
+    silog: float | None = None
+    relative_squared: float | None = None
+    gradient: float | None = None
+    charbonnier: float | None = None
+
+
+@dataclass
+class NormalsLossOptions:
+    """Surface-normal loss: 'l2' (PolyMaX) or 'angular', and its weight."""
+
+    loss: str = "l2"
+    weight: float = 1.0
+
+
+@dataclass
 class TrainConfig:
     """One training run. steps: optimiser steps. precision: 'fp32' or 'bf16' (autocast, CPU and GPU).
     eval_every / checkpoint_every: in steps (0 = only at the end). eval_batches: limit evaluation to this
@@ -120,6 +163,8 @@ class TrainConfig:
     augment: AugmentOptions = field(default_factory=AugmentOptions)
     optim: OptimOptions = field(default_factory=OptimOptions)
     loss: LossOptions = field(default_factory=LossOptions)
+    depth_loss: DepthLossOptions = field(default_factory=DepthLossOptions)
+    normals_loss: NormalsLossOptions = field(default_factory=NormalsLossOptions)
     steps: int = 150_000
     precision: str = "fp32"
     seed: int = 0
@@ -176,10 +221,14 @@ def load_config(path: str | Path | None = None, *, overrides: list[str] = ()) ->
 
 def apply_override(config: TrainConfig, assignment: str) -> TrainConfig:
     """A copy of ``config`` with one field set from ``'section.field=value'`` (or ``'field=value'`` for the
-    top-level fields). The value is parsed as YAML and converted to the field's declared type."""
+    top-level fields). The value is parsed as YAML and converted to the field's declared type.
+    ``'model.PATH=value'`` where PATH is not a ModelOptions field sets a ModelConfig field (``model.overrides``)."""
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise UserError(f"override {assignment!r} must look like section.field=value (e.g. optim.lr=1e-4)")
+    head, _, model_path = key.strip().partition(".")
+    if head == "model" and model_path and model_path.split(".")[0] not in typing.get_type_hints(ModelOptions):
+        return _apply_model_override(config, model_path.replace("__", "."), text)
     data = config.to_dict()
     *sections, name = key.strip().split(".")
     node, cls = data, TrainConfig
@@ -193,6 +242,45 @@ def apply_override(config: TrainConfig, assignment: str) -> TrainConfig:
         raise UserError(f"unknown config field {key.strip()!r}; {cls.__name__} has {sorted(_leaf_fields(cls))}")
     node[name] = _coerce(yaml.safe_load(text) if text.strip() else None, hints[name], where=key.strip())
     return TrainConfig.from_dict(data)
+
+
+def _apply_model_override(config: TrainConfig, path: str, text: str) -> TrainConfig:
+    if path in MODEL_ALIASES:
+        return apply_override(config, f"model.{MODEL_ALIASES[path]}={text}")
+    value = yaml.safe_load(text) if text.strip() else None
+    # ModelOptions.__post_init__ checks the path and types the value.
+    model = dataclasses.replace(config.model, overrides={**config.model.overrides, path: value})
+    return dataclasses.replace(config, model=model)
+
+
+def _model_field_type(path: str) -> Any:
+    """The declared type of the ModelConfig field at ``path`` (field, section.field or tasks.NAME.field)."""
+    from polymax.config.model import ModelConfig, TaskConfig
+
+    parts = path.split(".")
+    hints = typing.get_type_hints(ModelConfig)
+    if parts[0] not in hints:
+        raise UserError(f"unknown model field {path!r}; ModelConfig has {sorted(hints)} (and ModelOptions has "
+                        f"{sorted(typing.get_type_hints(ModelOptions))})")
+    if parts[0] == "tasks":
+        hints, parts = typing.get_type_hints(TaskConfig), parts[1:]
+        if len(parts) != 2:
+            raise UserError(f"model field {path!r}: set one task's field as model.tasks.NAME.field")
+        return _leaf(hints, parts[1], path, TaskConfig.__name__)
+    section = hints[parts[0]]
+    if dataclasses.is_dataclass(section):
+        if len(parts) != 2:
+            raise UserError(f"model field {path!r}: set one field of the section as model.{parts[0]}.FIELD")
+        return _leaf(typing.get_type_hints(section), parts[1], path, section.__name__)
+    if len(parts) != 1:
+        raise UserError(f"model field {path!r}: {parts[0]} has no fields")
+    return section
+
+
+def _leaf(hints: dict[str, Any], name: str, path: str, owner: str) -> Any:
+    if name not in hints:
+        raise UserError(f"unknown model field {path!r}; {owner} has {sorted(hints)}")
+    return hints[name]
 
 
 def _sections() -> list[str]:
@@ -248,10 +336,18 @@ def _coerce(value: Any, hint: Any, *, where: str) -> Any:
             if not isinstance(value, str):
                 raise TypeError
             return value
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:   # tuple[int, ...]: any length
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(_coerce(v, args[0], where=where) for v in value)
         if origin is tuple:
             if not isinstance(value, (list, tuple)) or len(value) != len(args):
                 raise TypeError
             return tuple(_coerce(v, a, where=where) for v, a in zip(value, args))
+        if origin is dict:          # ModelOptions.overrides: the values are typed by __post_init__
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
     except (TypeError, ValueError):
         pass
     else:

@@ -93,7 +93,7 @@ def _aux_prefix(index: int) -> str:
 
 
 def head_mapping(model: nn.Module, class_order: list[int] | None = None) -> dict[str, tuple[str, Transform]]:
-    """torch key → (TF name, transform) for kmax_decoder, mask_head, task_head and semantic_branch.
+    """torch key → (TF name, transform) for kmax_decoder, mask_head, the panoptic head and semantic_branch.
 
     class_order: for each of our class-logit channels, the official channel it comes from (None = same).
     """
@@ -126,8 +126,8 @@ def head_mapping(model: nn.Module, class_order: list[int] | None = None) -> dict
 
     for i in range(num_layers + 1):
         name = f"{_aux_prefix(i)}transformer_class_head" if i < num_layers else "transformer_class_head"
-        m.add(f"task_head.classifiers.{i}.weight", f"{name}/_conv/kernel", reorder(_linear))
-        m.add(f"task_head.classifiers.{i}.bias", f"{name}/_conv/bias", reorder(_flat))
+        m.add(f"heads.panoptic.classifiers.{i}.weight", f"{name}/_conv/kernel", reorder(_linear))
+        m.add(f"heads.panoptic.classifiers.{i}.bias", f"{name}/_conv/bias", reorder(_flat))
     branch = getattr(model, "semantic_branch", None)
     if branch is not None:
         _semantic_mapping(m, branch)

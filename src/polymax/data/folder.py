@@ -35,7 +35,6 @@ import torch
 import yaml
 
 from polymax.config.model import DatasetInfo
-from polymax.data.catalog import palette
 from polymax.data.images import (
     check_same_size,
     decode_normals_png,
@@ -45,6 +44,7 @@ from polymax.data.images import (
     read_png,
     read_rgb_segment_ids,
 )
+from polymax.data.label_spaces import palette
 from polymax.data.sample import Sample
 from polymax.errors import UserError
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polymax.data.catalog import dataset_info, load_metadata
 from polymax.data.images import check_same_size, decode_normals_png, read_png, require_file
+from polymax.data.label_spaces import load_metadata, nyuv2_info
 from polymax.data.sample import Sample
 from polymax.errors import UserError
 
@@ -93,7 +93,7 @@ class NYUDepthV2(torch.utils.data.Dataset):
         if self.normals_dir is not None and not self.normals_dir.is_dir():
             raise UserError(f"NYUD-v2 normals folder not found: {self.normals_dir}")
         self.normals_naming = normals_naming
-        self.info = dataset_info("nyuv2")
+        self.info = nyuv2_info()
         self._lookup = label_lookup()
         self._file, self._pid = None, None
         count, self.size = self._check_layout()

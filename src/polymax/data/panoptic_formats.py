@@ -24,14 +24,16 @@ import numpy as np
 import torch
 
 from polymax.config.model import DatasetInfo
-from polymax.data.catalog import (
+from polymax.data.images import check_same_size, read_image, read_rgb_segment_ids, require_file
+from polymax.data.label_spaces import (
     ade20k_categories,
+    ade20k_panoptic_info,
+    cityscapes_panoptic_info,
     cityscapes_train_categories,
     coco_categories,
-    dataset_info,
+    coco_panoptic_info,
     load_metadata,
 )
-from polymax.data.images import check_same_size, read_image, read_rgb_segment_ids, require_file
 from polymax.data.sample import Sample
 from polymax.errors import UserError
 
@@ -128,7 +130,7 @@ def coco_panoptic(*, root: str | Path, split: str = "train", json_file: str | Pa
     return PanopticJsonDataset(
         json_file=Path(json_file) if json_file else root / "annotations" / f"panoptic_{split}2017.json",
         panoptic_dir=Path(panoptic_dir) if panoptic_dir else root / "annotations" / f"panoptic_{split}2017",
-        image_path=lambda image: image_dir / image["file_name"], info=dataset_info("coco_panoptic"),
+        image_path=lambda image: image_dir / image["file_name"], info=coco_panoptic_info(),
         category_to_class={c["id"]: i for i, c in enumerate(categories)})
 
 
@@ -145,7 +147,7 @@ def cityscapes_panoptic(*, root: str | Path, split: str = "train", json_file: st
         json_file=Path(json_file) if json_file else root / "gtFine" / f"cityscapes_panoptic_{split}.json",
         panoptic_dir=Path(panoptic_dir) if panoptic_dir else root / "gtFine" / f"cityscapes_panoptic_{split}",
         image_path=lambda image: image_dir / image["file_name"].split("_")[0] / image["file_name"],
-        info=dataset_info("cityscapes_panoptic"), category_to_class=category_to_class)
+        info=cityscapes_panoptic_info(), category_to_class=category_to_class)
 
 
 def ade20k_panoptic(*, root: str | Path, split: str = "train", json_file: str | Path | None = None,
@@ -158,5 +160,5 @@ def ade20k_panoptic(*, root: str | Path, split: str = "train", json_file: str | 
     return PanopticJsonDataset(
         json_file=Path(json_file) if json_file else root / f"ade20k_panoptic_{split}.json",
         panoptic_dir=Path(panoptic_dir) if panoptic_dir else root / f"ade20k_panoptic_{split}",
-        image_path=lambda image: image_dir / image["file_name"], info=dataset_info("ade20k_panoptic"),
+        image_path=lambda image: image_dir / image["file_name"], info=ade20k_panoptic_info(),
         category_to_class={c["id"]: i for i, c in enumerate(ade20k_categories())})

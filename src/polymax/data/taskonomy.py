@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polymax.data.catalog import dataset_info
 from polymax.data.images import (
     check_same_size,
     decode_normals_png,
@@ -30,6 +29,7 @@ from polymax.data.images import (
     read_png,
     require_file,
 )
+from polymax.data.label_spaces import taskonomy_info
 from polymax.data.sample import Sample
 from polymax.errors import UserError
 
@@ -80,7 +80,7 @@ class Taskonomy(torch.utils.data.Dataset):
             if not (self.root / LABEL_TASKS[task]).is_dir():
                 raise UserError(f"Taskonomy {task} requested but folder {self.root / LABEL_TASKS[task]} is missing")
         self.tasks, self.max_depth, self.split = tuple(tasks), max_depth, split
-        self.info = dataset_info("taskonomy")
+        self.info = taskonomy_info()
         if split == "all":
             buildings = sorted(p.name for p in (self.root / "rgb").iterdir() if p.is_dir())
         else:

@@ -22,30 +22,46 @@ def build_training_model(config: TrainConfig) -> nn.Module:
     The initial weights depend on ``config.seed`` only (every rank builds the same model)."""
     import torch
 
-    from polymax.build import build_model, resolve_config
+    from polymax.build import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(config.model.preset, **model_overrides(config))
+    if config.model.init:
+        load_matching_weights(model, config.model.init)
+    return model
+
+
+def model_overrides(config: TrainConfig) -> dict[str, Any]:
+    """``build_model``'s dotted overrides for this run, in the order they apply: the ModelOptions fields, the
+    training crop, the data set's label space, then ``model.overrides`` (the most specific setting, last)."""
+    from polymax.build import resolve_config
     from polymax.data import dataset_info
+    from polymax.tasks import get_task
 
     options = config.model
+    preset = resolve_config(options.preset, **options.overrides)   # unknown paths / tasks fail here
     overrides: dict[str, Any] = {}
     if options.backbone_drop_path_keep is not None:
-        overrides["backbone__drop_path_keep"] = options.backbone_drop_path_keep
+        overrides["backbone.drop_path_keep"] = options.backbone_drop_path_keep
     if options.decoder_drop_path_keep is not None:
-        overrides["kmax_decoder__drop_path_keep"] = options.decoder_drop_path_keep
+        overrides["kmax_decoder.drop_path_keep"] = options.decoder_drop_path_keep
     if options.drop_query is not None:
-        overrides["kmax_decoder__drop_query"] = options.drop_query
+        overrides["kmax_decoder.drop_query"] = options.drop_query
     if options.aux_semantic is not None:
-        overrides["task__aux_semantic"] = options.aux_semantic
+        # The auxiliary semantic branch serves every segmentation task of the model.
+        for task in preset.tasks:
+            if get_task(task.name).needs_classes:
+                overrides[f"tasks.{task.name}.aux_semantic"] = options.aux_semantic
     if config.data.crop_size is not None:
         overrides["crop_size"] = tuple(config.data.crop_size)
     info = dataset_info(config.data.dataset, root=config.data.root)
-    if info.class_names != resolve_config(options.preset).dataset.class_names:
+    if info.class_names != preset.dataset.class_names:
         overrides["dataset"] = info
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(options.preset, **overrides)
-    if options.init:
-        load_matching_weights(model, options.init)
-    return model
+    for key, value in options.overrides.items():
+        overrides.pop(key, None)          # re-inserted last: the explicit setting wins and applies after
+        overrides[key] = value
+    return overrides
 
 
 def load_matching_weights(model: nn.Module, directory: str) -> None:
@@ -69,11 +85,11 @@ def load_matching_weights(model: nn.Module, directory: str) -> None:
 
 def build_train_set(config: TrainConfig, model_config: ModelConfig) -> SeededDataset:
     """The training split with the run's augmentation, indexed by (index, seed) stream entries."""
-    from polymax.data import build_dataset
+    from polymax.data import build_dataset, generation_options
     from polymax.data.augment import TrainAugmentation
 
     crop = tuple(config.data.crop_size or model_config.crop_size)
-    options = {"size": crop} if config.data.dataset == "synth" else {}
+    options = generation_options(config.data.dataset, size=crop)
     dataset = _checked_dataset(build_dataset, config.data.dataset, root=config.data.root, split=config.data.split,
                                **options)
     info, aug = model_config.dataset, config.augment
@@ -100,11 +116,11 @@ def build_collate(model_config: ModelConfig):
 
 def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device):
     """``evaluate_fn(model) -> metrics`` on the evaluation split, or None when it has no such split."""
-    from polymax.data import build_dataset
+    from polymax.data import build_dataset, generation_options
     from polymax.inference.evaluate import evaluate
 
     crop = tuple(config.data.crop_size or model_config.crop_size)
-    options = {"size": crop, "num_samples": 16} if config.data.dataset == "synth" else {}
+    options = generation_options(config.data.dataset, size=crop, evaluation=True)
     try:
         dataset = build_dataset(config.data.dataset, root=config.data.root, split=config.data.eval_split, **options)
     except UserError as error:

@@ -1,8 +1,10 @@
 """The training loop, written to be read top to bottom: batch → forward → losses → backward → step.
 
-:func:`fit` is the loop itself and takes ready-made pieces (model, criterion, data set), so it can be
-driven by any model that returns a :class:`~polymax.structures.Prediction`. :func:`train` is the
-command-line orchestrator: it builds those pieces from a :class:`TrainConfig` and calls :func:`fit`.
+:func:`fit` is the loop itself and takes ready-made pieces (model, objective, data set), so it can be
+driven by any model that has ``.tasks`` and returns a :class:`~polymax.structures.ModelOutput`: one trunk pass runs
+every task of the model and the objective (:mod:`polymax.engine.objective`) sums the tasks' losses; the loop never
+reads a task's own fields. :func:`train` is the command-line orchestrator: it builds those pieces from a
+:class:`TrainConfig` and calls :func:`fit`.
 
 Guarantees (tested in ``tests/engine``):
 * ``--resume`` is bit-identical: 2N steps straight and N steps + resume + N steps give identical weights and
@@ -43,6 +45,7 @@ from polymax.engine.optim import build_optimizer, load_optimizer_state, set_lear
 from polymax.engine.reporting import ScalarLog, progress_bar
 from polymax.engine.sampler import SeededDataset, ShardedStream
 from polymax.errors import UserError
+from polymax.structures import ModelOutput
 
 
 class TrainingDiverged(UserError):
@@ -66,7 +69,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Build model, objective and data from ``config`` and run :func:`fit`. Under ``torchrun`` every rank
     calls this; rank 0 prints, logs and writes."""
     from polymax.engine.assemble import build_collate, build_evaluate_fn, build_train_set, build_training_model
-    from polymax.engine.criterion import build_criterion
+    from polymax.engine.objective import build_objective
 
     context = distributed.setup(config.device)
     try:
@@ -74,7 +77,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         model = build_training_model(config)
         _say(context, "resolved training config:\n" + config.to_yaml())
         evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
-        return fit(config, model=model, criterion=build_criterion(model.config, config.loss),
+        return fit(config, model=model, objective=build_objective(model.config, config),
                    train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
                    resume=resume, evaluate_fn=evaluate_fn, context=context)
     finally:
@@ -103,12 +106,13 @@ def check_out_dir(out_dir: Path, *, resume: bool) -> None:
                         "choose another --out")
 
 
-def fit(config: TrainConfig, *, model: nn.Module, criterion: Callable, train_set: SeededDataset,
+def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set: SeededDataset,
         collate_fn: Callable, resume: bool = False, evaluate_fn: Callable[[nn.Module], dict] | None = None,
         context: distributed.DistributedContext | None = None) -> TrainResult:
-    """Train ``model`` (unwrapped, with ``.config``) for ``config.steps`` optimiser steps.
+    """Train ``model`` (unwrapped, with ``.config`` and ``.tasks``) for ``config.steps`` optimiser steps.
 
-    criterion(prediction, targets) → LossTerms; train_set[(index, seed)] → one augmented sample;
+    Each micro-batch runs ``model(images, task=model.tasks)`` (every task on one trunk pass) and
+    objective(output: ModelOutput, targets) → LossTerms; train_set[(index, seed)] → one augmented sample;
     collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on rank 0.
     """
     context = context or distributed.DistributedContext()
@@ -125,7 +129,8 @@ def fit(config: TrainConfig, *, model: nn.Module, criterion: Callable, train_set
         backbone_lr_multiplier=config.optim.backbone_lr_multiplier, betas=(config.optim.beta1, config.optim.beta2),
         eps=config.optim.eps, warmup_steps=config.optim.warmup_steps, total_steps=config.steps,
         power=config.optim.poly_power)
-    generators = _random_generators(criterion)
+    generators = _random_generators(objective)
+    tasks = tuple(model.tasks)   # a tuple even for one task: the objective indexes the output by task name
 
     step, rng_to_restore = 0, None
     if resume:
@@ -163,9 +168,10 @@ def fit(config: TrainConfig, *, model: nn.Module, criterion: Callable, train_set
                 last_micro_step = micro_step == micro_batches - 1
                 with nullcontext() if last_micro_step or not context.enabled else train_model.no_sync():
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                        prediction = train_model(batch.images)
+                        # Through the (possibly DDP-wrapped) module's forward, so DDP sees the whole pass.
+                        output = train_model(batch.images, task=tasks)
                     # Losses in float32: softmaxes over many clusters and dice sums lose too much in bf16.
-                    terms = _losses(criterion, to_float(prediction), batch.targets, step=step + 1, out_dir=out_dir)
+                    terms = _losses(objective, to_float(output), batch.targets, step=step + 1, out_dir=out_dir)
                     (terms.total / micro_batches).backward()
                 loss_sum += terms.total.detach()
 
@@ -212,15 +218,21 @@ def _diverged(what: str, *, step: int, out_dir: Path) -> TrainingDiverged:
         "untouched; resume from it with a lower learning rate (--set optim.lr=...) or --set precision=fp32")
 
 
-def _losses(criterion, prediction, targets, *, step: int, out_dir: Path):
-    """criterion(prediction, targets), with a clear stop when the weights have diverged: non-finite logits
+def _losses(objective, output: ModelOutput, targets, *, step: int, out_dir: Path):
+    """objective(output, targets), with a clear stop when the weights have diverged: non-finite logits
     make the Hungarian matching itself fail (scipy rejects the cost matrix) before any loss exists."""
     try:
-        return criterion(prediction, targets)
+        return objective(output, targets)
     except ValueError:
-        if torch.isfinite(prediction.mask_logits).all():
+        if _finite(output):
             raise
         raise _diverged("the model's outputs became non-finite", step=step, out_dir=out_dir) from None
+
+
+def _finite(output: ModelOutput) -> bool:
+    """Every tensor of every task's final output is finite (read through ``tensors()``: no task's own field)."""
+    return all(bool(torch.isfinite(value).all()) for run in output.runs.values()
+               for value in run.final.tensors().values() if value.is_floating_point())
 
 
 def _save(context: distributed.DistributedContext, directory: Path, *, model: nn.Module, optimizer, schedule,
@@ -269,10 +281,10 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _random_generators(criterion: Any) -> dict[str, torch.Generator]:
-    """Private torch.Generators of the criterion (e.g. for pixel sampling), saved with the checkpoint."""
+def _random_generators(objective: Any) -> dict[str, torch.Generator]:
+    """Private torch.Generators of the objective's criteria (e.g. for pixel sampling), saved with the checkpoint."""
     found = {}
-    modules = criterion.named_modules() if isinstance(criterion, nn.Module) else [("", criterion)]
+    modules = objective.named_modules() if isinstance(objective, nn.Module) else [("", objective)]
     for prefix, module in modules:
         for name, value in vars(module).items():
             if isinstance(value, torch.Generator):
@@ -321,9 +333,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return _map_tensors(batch, lambda t: t.to(device, non_blocking=True))
 
 
-def to_float(prediction: Any) -> Any:
-    """Cast the floating-point tensors of a Prediction (and its aux list) to float32."""
-    return _map_tensors(prediction, lambda t: t.float() if t.is_floating_point() else t)
+def to_float(output: Any) -> Any:
+    """Cast the floating-point tensors of a ModelOutput (every run: final, aux list, semantic logits) to float32."""
+    return _map_tensors(output, lambda t: t.float() if t.is_floating_point() else t)
 
 
 def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -333,6 +345,8 @@ def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
         return fn(value)
     if isinstance(value, list):
         return [_map_tensors(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         changes = {f.name: _map_tensors(getattr(value, f.name), fn) for f in dataclasses.fields(value)
                    if f.init}

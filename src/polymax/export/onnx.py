@@ -1,6 +1,8 @@
 """ONNX export of the network, and an onnxruntime runner for :class:`~polymax.inference.predictor.Predictor`.
 
-The graph holds the network only: ``images`` float32 (B, 3, H, W), RGB 0..255 → the model-resolution maps
+The graph holds the network for one task (a multi-task model is exported once per ``--task``): ``images``
+float32 (B, 3, H, W), RGB 0..255 → the model-resolution fields the task names in ``export_names``
+(:mod:`polymax.tasks`):
 
     mask_logits (B, K, h, w), and by task: class_logits (B, K, C + 1) | depth (B, 1, h, w) + cluster_depth (B, K)
     | normals (B, 3, h, w) + cluster_normals (B, K, 3),   h = (H − 1)/s + 1 for the padded H (stride s = 4 or 2).
@@ -13,7 +15,7 @@ Geometry. A *static* graph (``height``/``width``, default the preset's crop size
 that size and pads it to 32k+1 inside the graph. A ``dynamic`` graph takes any batch and any H, W **of the
 form 32k+1** (e.g. 513, 641): the padding to 32k+1 is the caller's job (value 127.5, bottom / right), which
 the Predictor does. The model's config travels in the file's metadata (``polymax_config``), so a graph is
-usable without its model directory.
+usable without its model directory; ``polymax_task`` names the task it runs.
 
 Exporters: 'torchscript' (default; fast, needs only ``onnx``) or 'dynamo' (``torch.export``; needs
 ``onnxscript``; much slower to export).
@@ -31,45 +33,50 @@ from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig
 from polymax.errors import UserError
+from polymax.geometry import padded_size
+from polymax.structures import TaskOutput
+from polymax.tasks import get_task
+from polymax.tasks.base import rebuild_output
 
 INPUT_NAME = "images"
-# Output order; a model emits the subset its task head fills.
-OUTPUT_FIELDS = ("mask_logits", "class_logits", "depth", "cluster_depth", "normals", "cluster_normals")
-_SPATIAL = {"mask_logits", "depth", "normals"}
 METADATA_CONFIG = "polymax_config"
 METADATA_DYNAMIC = "polymax_dynamic"
+METADATA_TASK = "polymax_task"
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """path: the .onnx file; outputs: its output names; input_size: (H, W), None when dynamic."""
+    """path: the .onnx file; task: the task it runs; outputs: its output names; input_size: (H, W), None when
+    dynamic."""
 
     path: Path
+    task: str
     outputs: tuple[str, ...]
     input_size: tuple[int, int] | None
 
 
 class _Network(nn.Module):
-    """model(images) → the tuple of the Prediction fields in ``names`` (what the graph returns)."""
+    """model(images, task) → the tuple of the task output's fields in ``names`` (what the graph returns)."""
 
-    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
+    def __init__(self, model: nn.Module, task: str, names: tuple[str, ...]) -> None:
         super().__init__()
-        self.model, self.names = model, names
+        self.model, self.task, self.names = model, task, names
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        prediction = self.model(images)
-        return tuple(getattr(prediction, name) for name in self.names)
+        final = self.model(images, task=self.task)[self.task].final
+        return tuple(getattr(final, name) for name in self.names)
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, height: int | None = None, width: int | None = None,
-                dynamic: bool = False, opset: int = 17, exporter: str = "torchscript") -> ExportResult:
-    """Write ``model`` (a polymax model with ``.config``) as an ONNX graph; see the module docstring."""
-    from polymax.model.meta_arch import padded_size
-
+def export_onnx(model: nn.Module, path: str | Path, *, task: str | None = None, height: int | None = None,
+                width: int | None = None, dynamic: bool = False, opset: int = 17,
+                exporter: str = "torchscript") -> ExportResult:
+    """Write ``model`` (a polymax model with ``.config``) as an ONNX graph of one task (None = the model's only
+    task); see the module docstring."""
     onnx = _require("onnx")
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise TypeError("export_onnx needs a model built by polymax.build_model / polymax.load_model")
+    task = config.task(task).name
     if exporter not in ("torchscript", "dynamo"):
         raise UserError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
     if dynamic and (height or width):
@@ -85,9 +92,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, height: int | None = None
     sample = torch.full((2 if dynamic else 1, 3, *size), 127.5)
     sample[:, :, ::3] = 30.0
     with torch.no_grad():
-        produced = model(sample[:1])
-    names = tuple(name for name in OUTPUT_FIELDS if getattr(produced, name, None) is not None)
-    network = _Network(model, names).eval()   # the exporter restores this module's mode afterwards
+        produced = model(sample[:1], task=task)[task].final
+    names = tuple(name for name in get_task(task).export_names if getattr(produced, name, None) is not None)
+    spatial = {name for name in names if getattr(produced, name).ndim == 4}
+    network = _Network(model, task, names).eval()   # the exporter restores this module's mode afterwards
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +109,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, height: int | None = None
             axes = None
             if dynamic:
                 axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
-                axes.update({n: ({0: "batch", 2: "map_height", 3: "map_width"} if n in _SPATIAL else {0: "batch"})
+                axes.update({n: ({0: "batch", 2: "map_height", 3: "map_width"} if n in spatial else {0: "batch"})
                              for n in names})
             torch.onnx.export(network, (sample,), str(target), dynamo=False, dynamic_axes=axes,
                               do_constant_folding=True, **options)
@@ -115,12 +123,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, height: int | None = None
 
     graph = onnx.load(str(target))
     header = {"format": "polymax", "format_version": _format_version(), "config": config.to_dict()}
-    for key, value in ((METADATA_CONFIG, json.dumps(header)), (METADATA_DYNAMIC, json.dumps(dynamic))):
+    metadata = ((METADATA_CONFIG, json.dumps(header)), (METADATA_DYNAMIC, json.dumps(dynamic)), (METADATA_TASK, task))
+    for key, value in metadata:
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(graph)
     onnx.save(graph, str(target))
-    return ExportResult(path=target, outputs=names, input_size=None if dynamic else tuple(size))
+    return ExportResult(path=target, task=task, outputs=names, input_size=None if dynamic else tuple(size))
 
 
 class OnnxRunner:
@@ -139,7 +148,10 @@ class OnnxRunner:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for bad files
             raise UserError(f"{path}: not a loadable ONNX graph ({str(error).splitlines()[0]})") from None
-        self.config = _read_metadata(path, self.session.get_modelmeta().custom_metadata_map)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.config = _read_metadata(path, metadata)
+        # Graphs of release 0.1 carry no task name: their model had exactly one task.
+        self.task = metadata.get(METADATA_TASK) or self.config.task().name
         shape = self.session.get_inputs()[0].shape                          # [B, 3, H, W]; str = dynamic
         self.fixed_size = (shape[2], shape[3]) if all(isinstance(n, int) for n in shape[2:]) else None
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
@@ -154,12 +166,9 @@ class OnnxRunner:
         return {name: torch.cat([torch.from_numpy(part[j]) for part in parts])
                 for j, name in enumerate(self.output_names)}
 
-    def __call__(self, images: Tensor):
-        from polymax.inference.predictor import RawOutputs
-
-        out = self.run_arrays(images)
-        return RawOutputs(mask_logits=out["mask_logits"], class_logits=out.get("class_logits"),
-                          depth=out.get("depth"), normals=out.get("normals"))
+    def __call__(self, images: Tensor) -> TaskOutput:
+        """The task's final output from the graph's outputs (fields the graph does not return are None)."""
+        return rebuild_output(get_task(self.task).output_type, self.run_arrays(images))
 
 
 def _read_metadata(path: Path, metadata: dict[str, str]) -> ModelConfig:

@@ -1,12 +1,14 @@
-"""Evaluate a model on a data set: run it, turn its Prediction into the task's maps, feed the metrics.
+"""Evaluate a model on a data set: run it, decode each task's output into maps at the image's own size (the
+same :mod:`polymax.tasks` decoding the predictor uses), feed the task's metrics.
 
-Panoptic models report PQ / SQ / RQ (all, things, stuff) and mIoU (from the threshold-free semantic map, as
-deeplab2 computes it); semantic models mIoU; depth models the depth metrics; normal models the angular ones.
+Panoptic tasks report PQ / SQ / RQ (all, things, stuff) and mIoU (from the threshold-free semantic map, as
+deeplab2 computes it); semantic tasks mIoU; instance tasks mask AP; depth the depth metrics; normals the
+angular ones.
 
 Geometry (spec §3): with ``resize_longer_side`` the image is resized (bilinear, align_corners) so that its
-longer side has that length, the model pads it to a 32k+1 size itself, and the label maps are brought back to
-the raw size with nearest neighbours; depth / normals are resized bilinearly. Without it the model sees the
-raw image.
+longer side has that length, the model pads it to a 32k+1 size itself, panoptic merging runs at that padded
+size (as deeplab2 evaluates), and the maps are brought back to the raw size — labels with nearest neighbours,
+depth / normals bilinearly. Without it the model sees the raw image.
 """
 
 from __future__ import annotations
@@ -18,49 +20,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polymax.config.model import ModelConfig
-from polymax.geometry import resize_bilinear, resize_nearest
+from polymax.geometry import Geometry, padded_size
+from polymax.tasks import get_task
+from polymax.tasks.base import output_slice
 
 PANOPTIC_COLUMNS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff")
 
 
-def build_metrics(config: ModelConfig) -> dict[str, object]:
-    """The metric objects for the model's task, by role."""
-    from polymax.metrics import DepthMetrics, NormalMetrics, PanopticMetrics, SemanticMetrics
-
-    info, kind = config.dataset, config.task.kind
-    if kind == "panoptic":
-        return {"panoptic": PanopticMetrics(num_classes=info.num_classes, thing_classes=info.thing_classes,
-                                            label_divisor=info.label_divisor, ignore_label=info.ignore_label),
-                "semantic": SemanticMetrics(num_classes=info.num_classes, ignore_label=info.ignore_label)}
-    if kind == "semantic":
-        return {"semantic": SemanticMetrics(num_classes=info.num_classes, ignore_label=info.ignore_label)}
-    if kind == "depth":
-        crop = "nyu" if info.name == "nyuv2" else None
-        return {"depth": DepthMetrics(min_depth=config.task.min_depth, max_depth=config.task.max_depth,
-                                      eval_crop=crop)}
-    if kind == "normals":
-        return {"normals": NormalMetrics()}
-    raise ValueError(f"no metrics for task kind {kind!r}")
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, *, dataset: Sequence, batch_size: int = 1, device: torch.device | str = "cpu",
-             precision: str = "fp32", max_batches: int | None = None, resize_longer_side: int | None = None,
-             progress: bool = False) -> dict[str, float]:
-    """Metrics of ``model`` (with ``.config``) over ``dataset`` (Samples, any sizes when batch_size is 1)."""
+def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] | None = None, batch_size: int = 1,
+             device: torch.device | str = "cpu", precision: str = "fp32", max_batches: int | None = None,
+             resize_longer_side: int | None = None, progress: bool = False) -> dict[str, float]:
+    """Metrics of ``model`` (with ``.config``) over ``dataset`` (Samples, any sizes when batch_size is 1).
+
+    ``task``: a task name, several, or None for every task of the model; with more than one task the keys are
+    prefixed ``"<task>/"``. One forward pass per batch serves every task."""
     from tqdm import tqdm
 
-    from polymax.build import build_postprocessor
     from polymax.data.collate import collate
-    from polymax.model.heads.semantic import semantic_map
 
     config = model.config
+    names = tuple(model.tasks) if task is None else (task,) if isinstance(task, str) else tuple(task)
+    for name in names:
+        config.task(name)                                   # a one-line error for a task the model lacks
+    definitions = {name: get_task(name) for name in names}
+    metrics = {name: definitions[name].build_metrics(config, config.task(name)) for name in names}
+    decoders = {name: definitions[name].build_decoder(config, config.task(name)) for name in names}
     info = config.dataset
-    metrics = build_metrics(config)
-    # Panoptic models go through mask-wise merging (semantic map from its threshold-free pass); PolyMaX
-    # semantic models (K = C) and the per-pixel baseline read the class map as argmax over K.
-    postprocess = build_postprocessor(config) if "panoptic" in metrics else None
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False,
         collate_fn=lambda samples: collate(samples, ignore_label=info.ignore_label, label_divisor=info.label_divisor))
@@ -72,29 +58,18 @@ def evaluate(model: nn.Module, *, dataset: Sequence, batch_size: int = 1, device
         images, targets = batch.images.to(device), batch.targets
         raw_size = tuple(images.shape[-2:])
         images = _resize_longer_side(images, resize_longer_side)
+        content = tuple(images.shape[-2:])
+        geometry = Geometry(original=raw_size, content=content, network=padded_size(content))
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            prediction = model(images)
-        if postprocess is not None:
-            results = postprocess(prediction.mask_logits.float(), prediction.class_logits.float(),
-                                  tuple(images.shape[-2:]))
-            semantic = resize_nearest(torch.stack([r.semantic for r in results]), raw_size)
-            metrics["semantic"].update(semantic.cpu(), targets.semantic)
-            panoptic = resize_nearest(torch.stack([r.panoptic for r in results]), raw_size)
-            metrics["panoptic"].update(panoptic.cpu(), targets.panoptic, targets.crowd)
-        elif "semantic" in metrics:
-            semantic = resize_nearest(semantic_map(prediction, tuple(images.shape[-2:])), raw_size)
-            metrics["semantic"].update(semantic.cpu(), targets.semantic)
-        if "depth" in metrics:
-            metrics["depth"].update(_dense(prediction.depth, images, raw_size).cpu(), targets.depth)
-        if "normals" in metrics:
-            normals = F.normalize(_dense(prediction.normals, images, raw_size), dim=1)
-            metrics["normals"].update(normals.cpu(), targets.normals)
+            output = model(images, task=names)
+        for name in names:
+            final = output[name].final
+            for slot in range(images.shape[0]):
+                metrics[name].update(decoders[name](output_slice(final, slot), geometry), targets, slot)
     results: dict[str, float] = {}
-    for role, metric in metrics.items():
-        values = metric.compute()
-        if role == "semantic":  # per-class IoUs stay in the metric object; the summary keeps the headline numbers
-            values = {k: v for k, v in values.items() if not k.startswith("iou_")}
-        results.update(values)
+    for name, metric in metrics.items():
+        prefix = f"{name}/" if len(names) > 1 else ""
+        results.update({prefix + key: value for key, value in metric.compute().items()})
     return results
 
 
@@ -107,13 +82,6 @@ def _resize_longer_side(images: torch.Tensor, length: int | None) -> torch.Tenso
     if size == (height, width):
         return images
     return F.interpolate(images, size=size, mode="bilinear", align_corners=True)
-
-
-def _dense(values: torch.Tensor, images: torch.Tensor, raw_size: tuple[int, int]) -> torch.Tensor:
-    """Model-resolution (B, C, h, w) → the model input's size (padding cropped) → the raw image size."""
-    from polymax.model.meta_arch import resize_to_input
-
-    return resize_bilinear(resize_to_input(values.float(), tuple(images.shape[-2:])), raw_size)
 
 
 def format_table(metrics: dict[str, float]) -> str:

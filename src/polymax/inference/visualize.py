@@ -148,3 +148,34 @@ def legend(class_names: Sequence[str], colors: Sequence[Sequence[int]], *, prese
         draw.rectangle([4, y, 4 + swatch, y + swatch], fill=tuple(int(v) for v in table[index]))
         draw.text((8 + swatch + 4, y), class_names[index], fill=(0, 0, 0), font=font)
     return canvas
+
+
+def with_legend(rgb: np.ndarray, class_names: Sequence[str], colors: Sequence[Sequence[int]],
+                present: Sequence[int]) -> Image.Image:
+    """The colour map with a legend of the ``present`` classes to its right (white background)."""
+    key = legend(class_names, colors, present=present)
+    picture = Image.fromarray(rgb)
+    canvas = Image.new("RGB", (picture.width + key.width + 4, max(picture.height, key.height)), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    canvas.paste(key, (picture.width + 4, 0))
+    return canvas
+
+
+def with_depth_scale(rgb: np.ndarray, low: float, high: float) -> Image.Image:
+    """The depth picture with a colour bar and the metric range written under it."""
+    import math
+
+    picture = Image.fromarray(rgb)
+    width = max(picture.width, 160)
+    bar = ramp(np.linspace(0.0, 1.0, width)[None].repeat(8, axis=0), 0.0, 1.0)
+    canvas = Image.new("RGB", (width, picture.height + 26), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    canvas.paste(Image.fromarray(bar), (0, picture.height + 2))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    # Enough decimals that the two ends differ (a nearly flat depth map still gets a readable scale).
+    decimals = min(4, max(2, 1 - math.floor(math.log10(max(high - low, 1e-4)))))
+    draw.text((2, picture.height + 12), f"{low:.{decimals}f} m", fill=(0, 0, 0), font=font)
+    label = f"{high:.{decimals}f} m"
+    draw.text((width - 2 - int(font.getlength(label)), picture.height + 12), label, fill=(0, 0, 0), font=font)
+    return canvas

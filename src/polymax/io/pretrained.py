@@ -3,6 +3,10 @@
 ``save_pretrained(model, path)`` writes both files atomically (temporary name, then rename), so an
 interrupted save never leaves a half-written model that loads. ``load_model(path)`` rebuilds the model
 from the saved :class:`~polymax.config.model.ModelConfig` and loads the weights strictly.
+
+Format versions: 2 (this release) holds a tuple of task configs and one head per task (``heads.<task>.…``);
+folders of version 1 (one ``task`` with a ``kind``; weights ``task_head.…`` / ``head.…``) load through
+:func:`~polymax.config.model.migrate_config_dict` and :func:`migrate_state_dict`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 
 FORMAT_NAME = "polymax"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -86,6 +90,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"{weights_path} could not be read ({error}); the file is corrupt or truncated") from error
     model = build_model(config)
+    state = migrate_state_dict(state, config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -96,6 +101,17 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
                         f"{_summary('mis-shaped', misshaped)}".rstrip("; "))
     model.load_state_dict(state)
     return model.eval()
+
+
+def migrate_state_dict(state: dict, config: ModelConfig) -> dict:
+    """Weights of a version-1 folder under today's names: the single task head ``task_head.…`` (kMaX) or
+    ``head.…`` (the per-pixel baseline) becomes ``heads.<task>.…``. Current weights pass unchanged."""
+    old_prefix = "head." if config.architecture == "deeplabv3plus" else "task_head."
+    if not any(key.startswith(old_prefix) for key in state) or len(config.tasks) != 1:
+        return state
+    new_prefix = f"heads.{config.tasks[0].name}."
+    return {(new_prefix + key[len(old_prefix):] if key.startswith(old_prefix) else key): value
+            for key, value in state.items()}
 
 
 def _summary(label: str, keys: list[str]) -> str:

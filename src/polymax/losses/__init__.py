@@ -1,4 +1,4 @@
-"""Training objectives. Every criterion maps ``(Prediction, Targets)`` to :class:`LossTerms`."""
+"""Training objectives. Every criterion maps ``(TaskRun, Targets)`` to :class:`LossTerms`."""
 
 from polymax.losses.depth import (
     charbonnier_loss,

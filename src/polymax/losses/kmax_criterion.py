@@ -32,7 +32,7 @@ from polymax.losses.pq_style import pq_class_term, pq_dice_term
 from polymax.losses.semantic import semantic_loss, small_instance_weights
 from polymax.losses.targets import MaskTargets, prepare_mask_targets
 from polymax.losses.terms import LossTerms
-from polymax.structures import Prediction, Targets
+from polymax.structures import SegmentationOutput, Targets, TaskRun
 
 PQ_CLASS = "pq_style_loss_class_term"
 PQ_DICE = "pq_style_loss_mask_dice_term"
@@ -123,18 +123,18 @@ class KMaXCriterion(nn.Module):
                                     thing_classes=self.thing_classes, ignore_label=self.ignore_label,
                                     label_divisor=self.label_divisor, max_thing_id=self.max_thing_id)
 
-    def match(self, prediction: Prediction, mask_targets: MaskTargets) -> MatchResult:
+    def match(self, prediction: SegmentationOutput, mask_targets: MaskTargets) -> MatchResult:
         """The slot ↔ GT-mask assignment of the final output (Hungarian or fixed)."""
         solver = hungarian_match if self.matching == "hungarian" else fixed_match
         return solver(prediction.mask_logits, prediction.class_logits, mask_targets)
 
-    def forward(self, prediction: Prediction, targets: Targets, *,
-                generator: torch.Generator | None = None) -> LossTerms:
+    def forward(self, run: TaskRun, targets: Targets, *, generator: torch.Generator | None = None) -> LossTerms:
         # The losses run in float32 even inside a bf16 / fp16 autocast region (softmaxes over many slots).
-        with torch.autocast(device_type=prediction.mask_logits.device.type, enabled=False):
-            return self._forward(prediction, targets, generator)
+        with torch.autocast(device_type=run.final.mask_logits.device.type, enabled=False):
+            return self._forward(run, targets, generator)
 
-    def _forward(self, prediction: Prediction, targets: Targets, generator: torch.Generator | None) -> LossTerms:
+    def _forward(self, run: TaskRun, targets: Targets, generator: torch.Generator | None) -> LossTerms:
+        prediction = run.final
         if prediction.class_logits is None and self.matching == "hungarian":
             raise ValueError("Hungarian matching needs class_logits (B, K, C + 1)")
         if prediction.class_logits is not None and prediction.class_logits.shape[-1] != self.num_classes + 1:
@@ -146,7 +146,7 @@ class KMaXCriterion(nn.Module):
         match = self.match(prediction, mask_targets)
 
         per_sample: dict[str, Tensor] = {}
-        outputs = [("", prediction)] + [(f"aux_{i}", aux) for i, aux in enumerate(prediction.aux)]
+        outputs = [("", prediction)] + [(f"aux_{i}", aux) for i, aux in enumerate(run.aux)]
         for prefix, output in outputs:
             if (output.class_logits is None) != (prediction.class_logits is None):
                 raise ValueError(f"auxiliary output {prefix} and the final output disagree on class_logits")
@@ -158,9 +158,9 @@ class KMaXCriterion(nn.Module):
                 generator=generator)
             per_sample.update({prefix + name: value for name, value in terms.items()})
 
-        if prediction.semantic_logits is not None and self.weights.semantic > 0:
+        if run.semantic_logits is not None and self.weights.semantic > 0:
             per_sample[SEMANTIC] = self.weights.semantic * self._semantic_term(
-                prediction.semantic_logits.float(), targets, mask_targets, generator)
+                run.semantic_logits.float(), targets, mask_targets, generator)
 
         # Batch mean, then NaN → 0 (deeplab2's trainer).
         values = {name: _nan_to_zero(value.mean()) for name, value in per_sample.items()}

@@ -9,7 +9,7 @@
 * :class:`PerPixelSemanticCriterion` — cross-entropy for the per-pixel baseline's class logits.
 
 Deep supervision: the depth / normal terms are computed on the final prediction and on every auxiliary one
-(``prediction.aux``), all with the same weights, as kMaX does for its mask losses; auxiliary terms are named
+(``run.aux``), all with the same weights, as kMaX does for its mask losses; auxiliary terms are named
 ``aux_<i>`` + the term name (deeplab2's naming, as in ``KMaXCriterion``).
 
 Geometry. Targets come at the input resolution (H, W); the model predicts on the bottom/right-padded
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polymax.geometry import padded_size, resize_to_input
 from polymax.losses.depth import (
     charbonnier_loss,
     multiscale_gradient_loss,
@@ -43,8 +44,7 @@ from polymax.losses.normals import angular_loss, normal_l2_loss, valid_normals
 from polymax.losses.semantic import semantic_loss
 from polymax.losses.terms import LossTerms
 from polymax.model.cluster_decoder.mask_head import l2_normalise
-from polymax.model.meta_arch import padded_size, resize_to_input
-from polymax.structures import Prediction, Targets
+from polymax.structures import Targets, TaskOutput, TaskRun
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ NYU_DEPTH_WEIGHTS = DepthLossWeights()
 CHARBONNIER_DEPTH_WEIGHTS = DepthLossWeights(silog=0.0, relative_squared=0.0, gradient=0.0, charbonnier=1.0)
 
 
-def _outputs(prediction: Prediction) -> list[tuple[str, Prediction]]:
-    return [("", prediction)] + [(f"aux_{i}", aux) for i, aux in enumerate(prediction.aux)]
+def _outputs(run: TaskRun) -> list[tuple[str, TaskOutput]]:
+    return [("", run.final)] + [(f"aux_{i}", aux) for i, aux in enumerate(run.aux)]
 
 
 def _onto_targets(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -111,7 +111,7 @@ class DepthCriterion(nn.Module):
              lambda p, g, v: charbonnier_loss(p, g, v, epsilon=self.charbonnier_epsilon)),
         ) if weight > 0]
 
-    def forward(self, prediction: Prediction, targets: Targets) -> LossTerms:
+    def forward(self, run: TaskRun, targets: Targets) -> LossTerms:
         if targets.depth is None:
             raise ValueError("DepthCriterion needs depth labels (Targets.depth)")
         target = targets.depth.float()
@@ -119,7 +119,7 @@ class DepthCriterion(nn.Module):
         valid = self.valid(target)
         size = tuple(target.shape[-2:])
         values: dict[str, Tensor] = {}
-        for prefix, output in _outputs(prediction):
+        for prefix, output in _outputs(run):
             if output.depth is None:
                 raise ValueError(f"prediction {prefix or 'final'} has no depth; is this a depth model?")
             depth = _onto_targets(output.depth.float(), size)[:, 0]         # (B, H, W)
@@ -145,14 +145,14 @@ class NormalsCriterion(nn.Module):
         self.loss = losses[loss]
         self.weight = weight
 
-    def forward(self, prediction: Prediction, targets: Targets) -> LossTerms:
+    def forward(self, run: TaskRun, targets: Targets) -> LossTerms:
         if targets.normals is None:
             raise ValueError("NormalsCriterion needs normal labels (Targets.normals)")
         target = targets.normals.float()
         valid = valid_normals(target)
         size = tuple(target.shape[-2:])
         values: dict[str, Tensor] = {}
-        for prefix, output in _outputs(prediction):
+        for prefix, output in _outputs(run):
             if output.normals is None:
                 raise ValueError(f"prediction {prefix or 'final'} has no normals; is this a normals model?")
             # Bilinear interpolation shortens unit vectors between differing neighbours: renormalise.
@@ -193,14 +193,13 @@ class SemanticCriterion(KMaXCriterion):
         super().__init__(num_classes=num_classes, thing_classes=(), ignore_label=ignore_label,
                          label_divisor=label_divisor, max_thing_id=0, matching="fixed", **options)
 
-    def forward(self, prediction: Prediction, targets: Targets, *,
-                generator: torch.Generator | None = None) -> LossTerms:
-        clusters = prediction.mask_logits.shape[1]
+    def forward(self, run: TaskRun, targets: Targets, *, generator: torch.Generator | None = None) -> LossTerms:
+        clusters = run.final.mask_logits.shape[1]
         if clusters != self.num_classes:
             raise ValueError(f"SemanticCriterion needs K = C: the prediction has {clusters} clusters for "
                              f"{self.num_classes} classes")
         targets = pad_targets_to_model_size(targets, ignore_label=self.ignore_label, label_divisor=self.label_divisor)
-        return super().forward(prediction, targets, generator=generator)
+        return super().forward(run, targets, generator=generator)
 
 
 class PerPixelSemanticCriterion(nn.Module):
@@ -218,8 +217,8 @@ class PerPixelSemanticCriterion(nn.Module):
         self.label_divisor = label_divisor
         self.top_k_percent = top_k_percent
 
-    def forward(self, prediction: Prediction, targets: Targets) -> LossTerms:
-        logits = prediction.mask_logits.float()
+    def forward(self, run: TaskRun, targets: Targets) -> LossTerms:
+        logits = run.final.mask_logits.float()
         if logits.shape[1] != self.num_classes:
             raise ValueError(f"per-pixel class logits have {logits.shape[1]} channels, expected {self.num_classes}")
         targets = pad_targets_to_model_size(targets, ignore_label=self.ignore_label, label_divisor=self.label_divisor)

@@ -1,7 +1,7 @@
 """The per-pixel DeepLabv3+ baseline of the PolyMaX paper (Tab. 2, 3 and the scalability study, §4.3).
 
     images (B, 3, H, W) RGB 0..255, any H, W
-      → the kMaX input contract (x/127.5 − 1, pad bottom/right to 32k+1; :meth:`KMaX.preprocess`)
+      → the kMaX input contract (x/127.5 − 1, pad bottom/right to 32k+1; :func:`polymax.model.meta_arch.preprocess`)
       → backbone (the same backbones as kMaX) → Features
       → DeepLabv3+ decoder: ASPP on stage5 (os32) → upsample to stage2 (os4) → concat with the activated stage2
         projected to 48 channels → two 3×3 conv-BN-GELU (256)                     (B, 256, h, w), h = (H_pad−1)/4+1
@@ -10,22 +10,21 @@
 The ASPP is kMaX's (rates 6/12/18 at os32, image pooling, GELU, dropout 0.1; from
 :mod:`polymax.model.heads.semantic_decoder`); the single low-level fusion with a 48-channel projection and the two
 3×3 convolutions are DeepLabv3+'s decoder. The output lives at the padded model resolution at stride 4, like
-the kMaX model's, so the same losses, post-processing and test-time helpers apply. ``aux`` is empty.
+the kMaX model's, so the same losses, post-processing and test-time helpers apply. Runs have no ``aux``.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymax.config.model import ModelConfig
 from polymax.model.heads.semantic_decoder import ASPP
 from polymax.model.layers.conv import ConvBN
-from polymax.model.meta_arch import KMaX
-from polymax.structures import Features, Prediction
+from polymax.model.meta_arch import preprocess, resolve_tasks
+from polymax.structures import Features, ModelOutput, TaskRun
 
 
 class DeepLabV3PlusDecoder(nn.Module):
@@ -57,22 +56,24 @@ class DeepLabV3PlusDecoder(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    """The baseline model. Submodules: ``backbone``, ``decoder``, ``head``; ``config`` as in :class:`KMaX`."""
+    """The baseline model. Submodules: ``backbone``, ``decoder`` and one per-pixel head per task in ``heads``;
+    ``config`` as in :class:`~polymax.model.meta_arch.KMaX`."""
 
-    def __init__(self, *, backbone: nn.Module, decoder: nn.Module, head: nn.Module, config: ModelConfig) -> None:
+    def __init__(self, *, backbone: nn.Module, decoder: nn.Module, heads: dict[str, nn.Module], config=None) -> None:
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
-        self.head = head
+        self.heads = nn.ModuleDict(heads)
         self.config = config
 
-    preprocess = staticmethod(KMaX.preprocess)
+    preprocess = staticmethod(preprocess)
 
-    def forward(self, images: Tensor) -> Prediction:
-        """Prediction at the padded model resolution (stride 4)."""
-        return self.head(self.decoder(self.backbone(self.preprocess(images))))
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.heads)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` to the directory ``path`` (see polymax.io.pretrained)."""
-        from polymax.io.pretrained import save_pretrained
-        save_pretrained(self, path)
+    def forward(self, images: Tensor, task: str | Sequence[str] | None = None) -> ModelOutput:
+        """ModelOutput at the padded model resolution (stride 4); no auxiliary outputs."""
+        tasks = resolve_tasks(self.tasks, task)
+        features = self.decoder(self.backbone(self.preprocess(images)))
+        return ModelOutput({task: TaskRun(task=task, final=self.heads[task](features)) for task in tasks})

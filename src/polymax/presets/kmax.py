@@ -82,7 +82,7 @@ def kmax(backbone: str, dataset: str, *, crop_size: tuple[int, int] | None = Non
         head=HeadConfig(),
         dataset=info,
         postprocess=POSTPROCESS[dataset],
-        task=TaskConfig(kind="panoptic", aux_semantic="head" if cityscapes else "decoder"),
+        tasks=(TaskConfig(name="panoptic", aux_semantic="head" if cityscapes else "decoder"),),
         high_res_stride=4 if (convnext or not cityscapes) else 2,
         crop_size=crop_size or {"coco": (1281, 1281), "cityscapes": (1025, 2049), "ade20k": (641, 641)}[dataset],
     )
@@ -105,7 +105,7 @@ def kmax_tiny_test() -> ModelConfig:
         head=HeadConfig(pixel_head_channels=16, mask_dim=16),
         dataset=SYNTH_INFO,
         postprocess=POSTPROCESS["ade20k"],
-        task=TaskConfig(kind="panoptic", aux_semantic="decoder"),
+        tasks=(TaskConfig(name="panoptic", aux_semantic="decoder"),),
         crop_size=(65, 65),
     )
 
@@ -136,7 +136,7 @@ def polymax_tiny_synth_panoptic() -> ModelConfig:
         dataset=SYNTH_INFO,
         # Small images: area limits scaled down from COCO's; thresholds as ADE20K (no class prior yet).
         postprocess=replace(POSTPROCESS["ade20k"], thing_area_limit=16, stuff_area_limit=64),
-        task=TaskConfig(kind="panoptic", aux_semantic="decoder"),
+        tasks=(TaskConfig(name="panoptic", aux_semantic="decoder"),),
         crop_size=SYNTH_CROP,
     )
 

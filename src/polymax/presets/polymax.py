@@ -17,6 +17,8 @@ crop, as 32k+1), NYU semantic / normals the full 481×641 frame, Taskonomy 513×
 ``polymax_tiny_synth_{semantic,depth,normals}``: the small trunk of ``polymax_tiny_synth_panoptic`` on the
 built-in synthetic rooms (6 classes; depth in [SYNTH_MIN_DEPTH, SYNTH_MAX_DEPTH]); they train on a CPU.
 
+``polymax_tiny_synth_semantic_depth``: semantic segmentation and depth from one tiny trunk (two task heads).
+
 ``deeplabv3plus_<same suffixes>``: the per-pixel DeepLabv3+ baseline with the same backbone, data set and
 task (``architecture='deeplabv3plus'``); equivalently ``build_model(name, architecture="deeplabv3plus")``.
 
@@ -55,16 +57,23 @@ CROP_SIZE = {("nyu", "semantic"): (481, 641), ("nyu", "depth"): (417, 545), ("ny
              ("taskonomy", "normals"): (513, 513)}
 
 
-def _task(kind: str, *, num_classes: int, depth_range: tuple[float, float]) -> tuple[TaskConfig, int]:
-    """The TaskConfig and the number of queries K of a PolyMaX task."""
+# Per-task settings as data: the auxiliary semantic branch only where there are semantic labels to train it.
+AUX_SEMANTIC = {"semantic": "decoder", "depth": "none", "normals": "none"}
+CLUSTERS = {"depth": DEPTH_CLUSTERS, "normals": NORMAL_CLUSTERS}       # semantic: K = C
+# The data sets' recipes: Taskonomy depth trains with the Charbonnier loss, NYUD-v2 depth is evaluated on
+# Eigen's crop (read by the depth task only).
+DEPTH_LOSS = {"nyu": "silog", "taskonomy": "charbonnier", "synth": "silog"}
+DEPTH_EVAL_CROP = {"nyu": "nyu"}
+
+
+def _task(kind: str, dataset: str, *, num_classes: int, depth_range: tuple[float, float]) -> tuple[TaskConfig, int]:
+    """The TaskConfig and the number of queries K of a PolyMaX task on ``dataset`` (nyu, taskonomy or synth)."""
+    if kind not in AUX_SEMANTIC:
+        raise ValueError(f"unknown PolyMaX task {kind!r}; use one of {TASKS}")
     low, high = depth_range
-    if kind == "semantic":
-        return TaskConfig(kind="semantic", aux_semantic="decoder", min_depth=low, max_depth=high), num_classes
-    if kind == "depth":
-        return TaskConfig(kind="depth", aux_semantic="none", min_depth=low, max_depth=high), DEPTH_CLUSTERS
-    if kind == "normals":
-        return TaskConfig(kind="normals", aux_semantic="none", min_depth=low, max_depth=high), NORMAL_CLUSTERS
-    raise ValueError(f"unknown PolyMaX task {kind!r}; use one of {TASKS}")
+    task = TaskConfig(name=kind, aux_semantic=AUX_SEMANTIC[kind], min_depth=low, max_depth=high,
+                      depth_loss=DEPTH_LOSS[dataset], depth_eval_crop=DEPTH_EVAL_CROP.get(dataset))
+    return task, CLUSTERS.get(kind, num_classes)
 
 
 def polymax(short_backbone: str, dataset: str, kind: str) -> ModelConfig:
@@ -73,7 +82,7 @@ def polymax(short_backbone: str, dataset: str, kind: str) -> ModelConfig:
 
     backbone = BACKBONES[short_backbone]
     info = dataset_info(DATASETS[dataset])
-    task, queries = _task(kind, num_classes=info.num_classes, depth_range=DEPTH_RANGE[dataset])
+    task, queries = _task(kind, dataset, num_classes=info.num_classes, depth_range=DEPTH_RANGE[dataset])
     return ModelConfig(
         preset=f"polymax_{short_backbone}_{dataset}_{kind}",
         backbone=BackboneConfig(name=backbone, drop_path_keep=BACKBONE_KEEP[backbone]["coco"]),
@@ -81,7 +90,7 @@ def polymax(short_backbone: str, dataset: str, kind: str) -> ModelConfig:
         kmax_decoder=KMaXDecoderConfig(num_queries=queries, drop_path_keep=0.8),
         head=HeadConfig(),
         dataset=info,
-        task=task,
+        tasks=(task,),
         high_res_stride=4,
         crop_size=CROP_SIZE[(dataset, kind)],
     )
@@ -91,7 +100,8 @@ def polymax_tiny_synth(kind: str) -> ModelConfig:
     """The CPU-sized synthetic-room model of ``polymax_tiny_synth_panoptic`` with a PolyMaX task head."""
     from polymax.data.synthetic import SYNTH_INFO, SYNTH_MAX_DEPTH, SYNTH_MIN_DEPTH
 
-    task, queries = _task(kind, num_classes=SYNTH_INFO.num_classes, depth_range=(SYNTH_MIN_DEPTH, SYNTH_MAX_DEPTH))
+    task, queries = _task(kind, "synth", num_classes=SYNTH_INFO.num_classes,
+                          depth_range=(SYNTH_MIN_DEPTH, SYNTH_MAX_DEPTH))
     return ModelConfig(
         preset=f"polymax_tiny_synth_{kind}",
         backbone=SYNTH_BACKBONE,
@@ -99,17 +109,29 @@ def polymax_tiny_synth(kind: str) -> ModelConfig:
         kmax_decoder=synth_kmax_decoder(queries),
         head=SYNTH_HEAD,
         dataset=SYNTH_INFO,
-        task=task,
+        tasks=(task,),
         crop_size=SYNTH_CROP,
     )
 
 
+def polymax_tiny_synth_semantic_depth() -> ModelConfig:
+    """Two tasks on one tiny synthetic-room trunk: semantic (K = C on the shared group) and depth (16 bins, a query
+    group of its own). Trained on the sum of both tasks' losses; ``--task`` picks one at inference."""
+    config = polymax_tiny_synth("semantic")
+    depth, queries = _task("depth", "synth", num_classes=config.dataset.num_classes,
+                           depth_range=(config.tasks[0].min_depth, config.tasks[0].max_depth))
+    return replace(config, preset="polymax_tiny_synth_semantic_depth",
+                   tasks=(*config.tasks, replace(depth, num_queries=queries)))
+
+
 def deeplabv3plus(make: Callable[[], ModelConfig], name: str) -> ModelConfig:
-    """The per-pixel baseline of a PolyMaX preset: same backbone, data set, task and crop; no kMaX parts used.
+    """The per-pixel baseline of a PolyMaX preset: same backbone, data set, task and crop; no kMaX parts used;
+    depth trains with the Charbonnier loss, as in the paper's baseline.
 
     The decoder width is ``head.pixel_head_channels`` (256 in the full-size presets)."""
     config = make()
-    return replace(config, preset=name, architecture="deeplabv3plus", task=replace(config.task, aux_semantic="none"))
+    tasks = tuple(replace(task, aux_semantic="none", depth_loss="charbonnier") for task in config.tasks)
+    return replace(config, preset=name, architecture="deeplabv3plus", tasks=tasks)
 
 
 def _table() -> dict[str, Callable[[], ModelConfig]]:
@@ -123,6 +145,7 @@ def _table() -> dict[str, Callable[[], ModelConfig]]:
     for name, make in list(table.items()):
         baseline = "deeplabv3plus_" + name.removeprefix("polymax_")
         table[baseline] = partial(deeplabv3plus, make, baseline)
+    table["polymax_tiny_synth_semantic_depth"] = polymax_tiny_synth_semantic_depth
     return table
 
 

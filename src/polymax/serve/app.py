@@ -1,7 +1,8 @@
 """A one-page local web demo on the standard library's ``http.server``.
 
 ``GET /`` shows an upload form; ``POST /predict`` (multipart, field ``image``) runs the predictor and answers a
-page with the input and every picture of the model's tasks side by side (inline PNGs, nothing stored on disk).
+page with the input and every picture of the predictor's task side by side (inline PNGs, nothing stored on disk).
+A model with several tasks is served one task at a time: the one its :class:`Predictor` runs.
 Bound to 127.0.0.1 unless told otherwise; request bodies larger than ``max_upload_bytes`` are refused (413)
 before they are read; predictions run one at a time (the model is shared by the request threads).
 """
@@ -44,11 +45,13 @@ figure img { width: 100%; height: auto; max-height: 70vh; object-fit: contain; o
 
 def _page(predictor: Predictor, body: str) -> bytes:
     config = predictor.config
+    others = [name for name in config.task_names if name != predictor.task]
+    also = f" (the model also has {html.escape(', '.join(others))})" if others else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>polymax: {html.escape(config.preset)}</title>
 <style>{_STYLE}</style></head>
 <body><h1>polymax demo</h1>
-<p class="meta">model <b>{html.escape(config.preset)}</b>, task <b>{html.escape(config.task.kind)}</b>,
+<p class="meta">model <b>{html.escape(config.preset)}</b>, task <b id="task">{html.escape(predictor.task)}</b>{also},
 {config.dataset.num_classes} classes ({html.escape(config.dataset.name)})</p>
 <form id="upload" action="/predict" method="post" enctype="multipart/form-data">
 <input id="image" type="file" name="image" accept="image/*" required>
@@ -160,7 +163,8 @@ def serve(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 8000,
     except OSError as error:
         raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}; try another --port") from None
     address, bound_port = server.server_address[:2]
-    print(f"serving {predictor.config.preset} on http://{address}:{bound_port}/ (Ctrl-C to stop)", flush=True)
+    print(f"serving {predictor.config.preset} ({predictor.task}) on http://{address}:{bound_port}/ (Ctrl-C to stop)",
+          flush=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)   # `kill` stops it as cleanly as Ctrl-C
     try:

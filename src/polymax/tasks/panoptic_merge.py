@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from polymax.model.meta_arch import resize_to_input
+from polymax.geometry import resize_to_input
 
 
 @dataclass

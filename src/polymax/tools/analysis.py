@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
@@ -42,9 +44,11 @@ def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
-def count_flops(model: nn.Module, image_size: tuple[int, int], *, batch: int = 1) -> int:
+def count_flops(model: nn.Module, image_size: tuple[int, int], *, batch: int = 1,
+                task: str | Sequence[str] | None = None) -> int:
     """FLOPs of one inference forward pass on (batch, 3, H, W) images (counted, not estimated).
 
+    ``task``: the task(s) to run (default: every task of the model, on one trunk pass, as training runs them).
     The model runs in eval mode (restored afterwards), on its own device, without gradients.
     """
     parameters = list(model.parameters())
@@ -57,7 +61,7 @@ def count_flops(model: nn.Module, image_size: tuple[int, int], *, batch: int = 1
         p.requires_grad_(False)
     try:
         with flop_counter() as counter:
-            model(images)
+            model(images, task=model.config.task_names if task is None else task)
     finally:
         model.train(was_training)
         for p, flag in zip(parameters, needs_grad):

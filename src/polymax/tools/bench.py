@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from polymax.config.model import DatasetInfo
 from polymax.errors import UserError
 from polymax.tools.analysis import flop_counter
 
@@ -168,13 +169,17 @@ class MatmulProbe:
 
 # ------------------------------------------------------------------------------------ model and step
 def synthetic_targets(model: nn.Module, batch: int, size: tuple[int, int], device: torch.device):
-    """Plausible ground truth for the model's task: a 4×4 grid of regions with varied classes / depths.
+    """Plausible ground truth for every task of the model: a 4×4 grid of regions, each with its own value for
+    the kind of each label the tasks read (``Task.labels``): 'ids' a class and an instance (semantic, panoptic,
+    crowd and semantic-loss weights together, as the segmentation criteria read them), 'scalar' a value in the
+    task's depth range, 'vector' a unit vector.
 
     Labels cover the padded (32k+1) size the model predicts at, as the training data does; the padding is
-    void (ignore label, depth 0).
+    invalid (ignore label, 0 / the zero vector).
     """
-    from polymax.model.meta_arch import padded_size
+    from polymax.geometry import padded_size
     from polymax.structures import Targets
+    from polymax.tasks import get_task
 
     config = model.config
     height, width = size
@@ -182,44 +187,56 @@ def synthetic_targets(model: nn.Module, batch: int, size: tuple[int, int], devic
     rows = torch.arange(full_h, device=device)[:, None] * 4 // height
     cols = torch.arange(full_w, device=device)[None, :] * 4 // width
     cell = (rows * 4 + cols).expand(batch, full_h, full_w)                   # (B, Hp, Wp) region id 0..15
-    inside = ((rows < 4) & (cols < 4)).expand(batch, full_h, full_w)
-    kind = config.task.kind
-    if kind in ("depth", "normals"):
-        low, high = config.task.min_depth, config.task.max_depth
-        depth = torch.where(inside, low + (cell.float() + 1) / 17 * (high - low), torch.zeros(()))
-        normals = torch.zeros(batch, 3, full_h, full_w, device=device)
-        normals[:, 2] = inside.float()
-        return Targets(depth=depth, normals=normals)
-    info = config.dataset
+    inside = ((rows < 4) & (cols < 4)).expand(batch, full_h, full_w)         # (B, Hp, Wp) False on the padding
+    labels: dict[str, torch.Tensor] = {}
+    for task in config.tasks:
+        for label in get_task(task.name).labels:
+            if label.kind == "ids":
+                labels.update(_segmentation_labels(config.dataset, cell, inside))
+            elif label.kind == "scalar":                                     # 16 levels spread over the range
+                value = task.min_depth + (cell.float() + 1) / 17 * (task.max_depth - task.min_depth)
+                labels[label.name] = torch.where(inside, value, torch.zeros(()))
+            elif label.kind == "vector":                                     # (B, 3, Hp, Wp): +z inside
+                vectors = torch.zeros(batch, 3, full_h, full_w, device=device)
+                vectors[:, 2] = inside.float()
+                labels[label.name] = vectors
+            else:
+                raise ValueError(f"the {task.name} task reads a {label.kind!r} label, which the benchmark cannot make")
+    return Targets(**labels)
+
+
+def _segmentation_labels(info: DatasetInfo, cell: torch.Tensor, inside: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Classes cycle over the regions; thing regions get instance ids 1, 2, ... (the region's class round)."""
     classes = cell % max(info.num_classes, 1)
-    things = torch.zeros(max(info.num_classes, 1), dtype=torch.bool, device=device)
+    things = torch.zeros(max(info.num_classes, 1), dtype=torch.bool, device=cell.device)
     things[list(info.thing_classes)] = True
     instance = torch.where(things[classes], cell // max(info.num_classes, 1) + 1, torch.zeros_like(cell))
     semantic = torch.where(inside, classes, torch.full_like(classes, info.ignore_label))
     panoptic = torch.where(inside, classes * info.label_divisor + instance,
                            torch.full_like(classes, info.ignore_label * info.label_divisor))
-    return Targets(semantic=semantic, panoptic=panoptic, crowd=torch.zeros_like(cell, dtype=torch.bool),
-                   semantic_weight=inside.float())
+    return {"semantic": semantic, "panoptic": panoptic, "crowd": torch.zeros_like(cell, dtype=torch.bool),
+            "semantic_weight": inside.float()}
 
 
 def training_step(model: nn.Module, images: torch.Tensor, *, autocast) -> Callable[[], None]:
-    """A closure running one optimiser step of the official recipe on synthetic targets."""
-    from polymax.config.train import LossOptions
-    from polymax.engine.criterion import build_criterion
+    """A closure running one optimiser step of the official recipe, every task of the model on one trunk
+    pass (as ``polymax train`` runs it), on synthetic targets."""
+    from polymax.engine.objective import build_objective
     from polymax.engine.optim import build_optimizer
     from polymax.engine.train import to_float
 
     device = images.device
-    criterion = build_criterion(model.config, LossOptions()).to(device)
+    objective = build_objective(model.config).to(device)
     optimizer, _ = build_optimizer(model, lr=1e-4, weight_decay=0.05, backbone_lr_multiplier=0.1,
                                    betas=(0.9, 0.999), eps=1e-7, warmup_steps=0, total_steps=1000, power=0.9)
     targets = synthetic_targets(model, images.shape[0], tuple(images.shape[-2:]), device)
+    tasks = model.config.task_names
     model.train()
 
     def step() -> None:
         with autocast():
-            prediction = model(images)
-        criterion(to_float(prediction), targets).total.backward()
+            output = model(images, task=tasks)
+        objective(to_float(output), targets).total.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -289,9 +306,11 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
         flops = count_step_flops(training_step(model, images, autocast=nullcontext))
         grad_mode = nullcontext
     else:
+        tasks = model.config.task_names                # every task of the model, on one trunk pass
+
         def step() -> None:
             with autocast():
-                runner(images)
+                runner(images, task=tasks)
         flops = count_flops(model, settings.size, batch=settings.batch)    # eager, float32: a first warm-up
         grad_mode = torch.inference_mode
 

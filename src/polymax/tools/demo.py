@@ -21,14 +21,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from polymax.errors import UserError
-from polymax.io.pretrained import atomic_write
+from polymax.io.pretrained import atomic_write, save_pretrained
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from polymax.config.model import ModelConfig
+    from polymax.data.sample import Sample
+    from polymax.structures import TaskOutput
 
 TASKS = ("semantic", "depth", "normals", "panoptic")
 # The headline metric of each task and whether higher is better (used for the summary and the checks).
@@ -88,13 +98,13 @@ def run_demo(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...] = 
              f"at {settings.size}x{settings.size}")
         model = _train(task, out_dir / "runs" / mode / task, settings=settings, progress=progress, seed=seed)
         model_dir = out_dir / "models" / task
-        model.save_pretrained(model_dir)
+        save_pretrained(model, model_dir)
         val = _synth("val", settings.size, settings.eval_samples)
-        model_metrics = _evaluate(model, val)
+        model_metrics = _evaluate(model, val, task)
         trivial_metrics = trivial_baseline_metrics(model.config, val, _synth("train", settings.size,
-                                                                            settings.baseline_samples))
+                                                                            settings.baseline_samples), task)
         picture = out_dir / f"{task}.png"
-        _atomic_save_image(task_picture(model, val, count=settings.picture_samples), picture)
+        _atomic_save_image(task_picture(model, val, count=settings.picture_samples, task=task), picture)
         reports.append(TaskReport(task=task, model=model_metrics, trivial=trivial_metrics, picture=picture,
                                   model_dir=model_dir, seconds=time.perf_counter() - started))
         _say(f"[{task}] " + _headline_line(reports[-1]))
@@ -106,7 +116,7 @@ def _train(task: str, run_dir: Path, *, settings: DemoSettings, progress: bool, 
     """Train with the regular engine; an earlier (interrupted or finished) run in ``run_dir`` is resumed."""
     from polymax.config.train import load_config
     from polymax.engine.assemble import build_collate, build_train_set, build_training_model
-    from polymax.engine.criterion import build_criterion
+    from polymax.engine.objective import build_objective
     from polymax.engine.precise_bn import recalibrate_batch_norm
     from polymax.engine.train import fit
     from polymax.io.pretrained import load_model
@@ -121,7 +131,7 @@ def _train(task: str, run_dir: Path, *, settings: DemoSettings, progress: bool, 
         f"progress={str(progress).lower()}", "tensorboard=false", f"out_dir={run_dir}", "device=cpu"])
     resume = (run_dir / "last").is_dir()
     model = build_training_model(config)
-    result = fit(config, model=model, criterion=build_criterion(model.config, config.loss),
+    result = fit(config, model=model, objective=build_objective(model.config, config),
                  train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
                  resume=resume)
     if result.interrupted is not None:  # Ctrl-C / SIGTERM: the engine saved a checkpoint; stop the demo here
@@ -141,84 +151,59 @@ def _synth(split: str, size: int, count: int):
     return build_dataset("synth", split=split, size=(size, size), num_samples=count)
 
 
-def _evaluate(model, dataset) -> dict[str, float]:
+def _evaluate(model, dataset, task: str) -> dict[str, float]:
     from polymax.inference.evaluate import evaluate
-    return evaluate(model, dataset=dataset, batch_size=1)
+    return evaluate(model, dataset=dataset, task=task, batch_size=1)
 
 
 # --------------------------------------------------------------------------------------------- baselines
-def trivial_baseline_metrics(config, val, train) -> dict[str, float]:
-    """The task's metrics for a constant predictor fitted on ``train``: per-pixel mean depth, the most
-    frequent normal direction, the majority class (as one segment for panoptic)."""
-    from polymax.inference.evaluate import build_metrics
+def trivial_baseline_metrics(config: ModelConfig, val: Sequence[Sample], train: Sequence[Sample],
+                             task: str | None = None) -> dict[str, float]:
+    """The metrics of ``task`` (None: the model's only task) for its constant predictor fitted on ``train``
+    (``Task.trivial_result``: the per-pixel mean depth, the most frequent normal, the majority class — as one
+    segment for panoptic), computed by the task's own metrics on ``val`` as the model's are."""
+    from polymax.data.collate import collate
+    from polymax.tasks import get_task
 
-    metrics = build_metrics(config)
-    kind, info = config.task.kind, config.dataset
-    if kind == "depth":
-        constant = torch.stack([s.depth for s in train]).mean(dim=0)           # (H, W) mean per pixel
-    elif kind == "normals":
-        constant = _most_frequent_normal(torch.stack([s.normals for s in train]))  # (3,)
-    else:
-        counts = torch.bincount(torch.cat([s.semantic.flatten() for s in train]), minlength=info.num_classes)
-        constant = int(counts[: info.num_classes].argmax())
+    task_config = config.task(task)
+    definition = get_task(task_config.name)
+    predict = definition.trivial_result(config, task_config, train)
+    metrics = definition.build_metrics(config, task_config)
+    info = config.dataset
     for sample in val:
-        if kind == "depth":
-            metrics["depth"].update(constant[None], sample.depth[None])
-        elif kind == "normals":
-            normals = constant[:, None, None].expand_as(sample.normals)
-            metrics["normals"].update(normals[None], sample.normals[None])
-        else:
-            semantic = torch.full_like(sample.semantic, constant)
-            metrics["semantic"].update(semantic[None], sample.semantic[None])
-            if "panoptic" in metrics:
-                # One segment of the majority class (instance 1 if it is a thing).
-                instance = 1 if constant in info.thing_classes else 0
-                panoptic = semantic * info.label_divisor + instance
-                metrics["panoptic"].update(panoptic[None], sample.panoptic[None])
-    results: dict[str, float] = {}
-    for metric in metrics.values():
-        results.update({k: v for k, v in metric.compute().items() if not k.startswith("iou_")})
-    return results
-
-
-def _most_frequent_normal(normals: torch.Tensor, bins: int = 16) -> torch.Tensor:
-    """(N, 3, H, W) unit normals → the mean direction of the most populated cell of a bins³ grid."""
-    flat = normals.permute(1, 0, 2, 3).reshape(3, -1)
-    flat = flat[:, flat.abs().sum(dim=0) > 0]
-    cells = ((flat + 1) / 2 * bins).long().clamp_(0, bins - 1)
-    keys = cells[0] * bins * bins + cells[1] * bins + cells[2]
-    mode = torch.bincount(keys).argmax()
-    return torch.nn.functional.normalize(flat[:, keys == mode].mean(dim=1), dim=0)
+        targets = collate([sample], ignore_label=info.ignore_label, label_divisor=info.label_divisor).targets
+        metrics.update(predict(sample), targets, 0)
+    return metrics.compute()
 
 
 # --------------------------------------------------------------------------------------------- pictures
-def task_picture(model, dataset, *, count: int = 3):
+def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
+                 task: str | None = None) -> Image.Image:
     """One PIL image: for `count` held-out rooms input | ground truth | prediction, then the per-cluster
-    probability maps of the first room, each captioned with its cluster's value."""
+    probability maps of the first room, each captioned with its cluster's value (``Task.cluster_captions``)."""
     from PIL import Image
 
     from polymax.inference import visualize
     from polymax.inference.predictor import Predictor
+    from polymax.tasks import get_task
 
-    config, info = model.config, model.config.dataset
-    kind = config.task.kind
-    predictor = Predictor(model, resize="none")
+    config = model.config
+    predictor = Predictor(model, task=task, resize="none")
+    definition = get_task(predictor.task)
     rows, first = [], None
     for index in range(min(count, len(dataset))):
         sample = dataset[index]
-        image = sample.image.permute(1, 2, 0).numpy()
+        image = sample.image.permute(1, 2, 0).numpy()                                     # (H, W, 3) uint8
         result = predictor.predict(image, probabilities=index == 0)
         first = first or (sample, result)
-        truth, guess = _maps_for_picture(kind, info, config, sample, result)
-        truth_caption = "ground truth"
-        if kind == "depth":
-            valid = sample.depth[sample.depth > 0]
-            truth_caption += f" ({float(valid.min()):.1f}-{float(valid.max()):.1f} m)"
-        rows += [("input", image), (truth_caption, truth), ("prediction", guess)]
-    title = f"polymax_tiny_synth_{kind}: held-out synthetic rooms"
-    grid = visualize.panel(rows, columns=3, tile_height=150, title=title)
+        truth = definition.ground_truth_result(sample, config)
+        note = definition.range_note(truth)
+        rows += [("input", image),
+                 ("ground truth" + (f" ({note})" if note else ""), definition.picture_map(truth, config)),
+                 ("prediction", definition.picture_map(result, config, reference=truth))]
+    grid = visualize.panel(rows, columns=3, tile_height=150, title=f"{config.preset}: held-out synthetic rooms")
     sample, result = first
-    captions = _cluster_captions(model, sample, kind)
+    captions = definition.cluster_captions(_final_output(model, sample, predictor.task), config)
     order = sorted(range(len(captions)), key=lambda k: captions[k][0])
     # One shared colour scale up to the largest probability, so weakly used clusters stay comparable.
     top = max(float(result.probabilities.max()), 1e-6)
@@ -232,42 +217,10 @@ def task_picture(model, dataset, *, count: int = 3):
     return canvas
 
 
-def _maps_for_picture(kind, info, config, sample, result):
-    from polymax.inference import visualize
-
-    if kind == "depth":
-        lo, hi = float(sample.depth[sample.depth > 0].min()), float(sample.depth.max())
-        return (visualize.colorize_depth(sample.depth.numpy(), min_depth=lo, max_depth=hi),
-                visualize.colorize_depth(result.depth, min_depth=lo, max_depth=hi))
-    if kind == "normals":
-        return visualize.colorize_normals(sample.normals.numpy()), visualize.colorize_normals(
-            np.ascontiguousarray(result.normals.transpose(2, 0, 1)))
-    if kind == "panoptic":
-        common = dict(colors=info.colors, num_classes=info.num_classes, label_divisor=info.label_divisor,
-                      ignore_label=info.ignore_label)
-        return (visualize.colorize_panoptic(sample.panoptic.numpy(), **common),
-                visualize.colorize_panoptic(result.panoptic, **common))
-    common = dict(colors=info.colors, num_classes=info.num_classes, ignore_label=info.ignore_label)
-    return (visualize.colorize_semantic(sample.semantic.numpy(), **common),
-            visualize.colorize_semantic(result.semantic, **common))
-
-
 @torch.no_grad()
-def _cluster_captions(model, sample, kind: str) -> list[tuple[float, str]]:
-    """(sort key, caption) per cluster: its bin depth, its unit normal, or its class."""
-    prediction = model(sample.image[None].float())
-    names = model.config.dataset.class_names
-    if kind == "depth":
-        values = prediction.cluster_depth[0].tolist()
-        return [(v, f"{v:.2f} m") for v in values]
-    if kind == "normals":
-        vectors = prediction.cluster_normals[0].tolist()
-        return [(-v[1], "({:+.1f},{:+.1f},{:+.1f})".format(*v)) for v in vectors]
-    if kind == "semantic":  # K = C: cluster i is class i
-        return [(i, names[i]) for i in range(len(names))]
-    probabilities = torch.softmax(prediction.class_logits[0].float(), dim=-1)[:, :-1]   # void column dropped
-    confidence, classes = probabilities.max(dim=-1)
-    return [(int(c) - float(p), f"{names[int(c)]} {float(p):.2f}") for c, p in zip(classes, confidence)]
+def _final_output(model: nn.Module, sample: Sample, task: str) -> TaskOutput:
+    """The task's final output for one sample (batch of one, model resolution): its clusters' values."""
+    return model(sample.image[None].float(), task=task)[task].final
 
 
 # --------------------------------------------------------------------------------------------- reporting

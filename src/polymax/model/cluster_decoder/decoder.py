@@ -7,6 +7,15 @@ centres are projected twice: class embeddings and mask embeddings (B, K, E).
 
 Drop query (kMaX paper §4, not in the official code; off by default): in training, a random subset of
 the learned centres is used — ``drop_query`` is the dropped fraction (the paper drops half of 256).
+
+Query groups: the shared group ``cluster_centres`` (K = ``num_queries``) serves every task without a group of
+its own; ``group_sizes`` gives tasks their own learned centres (``task_centres[task]``, e.g. K = C for PolyMaX
+semantic, 16 depth bins, 8 normal clusters next to a panoptic group). A pass runs one group, so each group has
+its own softmax over K and its own k-means argmax.
+
+Task conditioning (the hook a OneFormer-style model fills; off in every kMaX / PolyMaX preset): with
+``task_names``, a learned embedding of the task being run is added to every initial centre, (B, K, E) + (E,),
+so the same centres start from a task-dependent point and the whole decoder pass depends on the task.
 """
 
 from __future__ import annotations
@@ -23,14 +32,23 @@ class KMaXDecoder(nn.Module):
     def __init__(self, *, pixel_channels: tuple[int, int, int] = (2048, 1024, 512),
                  num_layers: tuple[int, int, int] = (2, 2, 2), num_queries: int, hidden: int = 256,
                  num_heads: int = 8, ffn: int = 2048, drop_path_keep: float = 1.0, mask_dim: int = 128,
-                 pixel_head_channels: int = 256, drop_query: float = 0.0) -> None:
+                 pixel_head_channels: int = 256, drop_query: float = 0.0, group_sizes: dict[str, int] | None = None,
+                 task_names: tuple[str, ...] = ()) -> None:
         super().__init__()
         if not 0.0 <= drop_query < 1.0:
             raise ValueError(f"drop_query must be in [0, 1), got {drop_query}")
         self.drop_query = drop_query
         self.num_layers = tuple(num_layers)
-        self.cluster_centres = nn.Parameter(torch.empty(num_queries, hidden))
-        nn.init.trunc_normal_(self.cluster_centres, std=1.0)
+        # No shared group when every task owns one (an unused parameter would stall DDP's gradient reduction).
+        self.cluster_centres = nn.Parameter(torch.empty(num_queries, hidden)) if num_queries > 0 else None
+        if self.cluster_centres is not None:
+            nn.init.trunc_normal_(self.cluster_centres, std=1.0)
+        self.task_centres = nn.ParameterDict({task: nn.Parameter(torch.empty(size, hidden))
+                                              for task, size in (group_sizes or {}).items()})
+        for centres in self.task_centres.values():
+            nn.init.trunc_normal_(centres, std=1.0)
+        self.task_names = tuple(task_names)
+        self.task_embedding = nn.Embedding(len(task_names), hidden) if task_names else None
         # Key depth = hidden / 2 (deeplab2: filters 128, key expansion 1, value expansion 2 → 256).
         self.layers = nn.ModuleList(
             KMaXLayer(pixel_channels=channels, hidden=hidden, num_heads=num_heads, key_channels=hidden // 2,
@@ -40,18 +58,31 @@ class KMaXDecoder(nn.Module):
         self.class_projection = LinearBN(hidden, hidden, activation=nn.GELU())
         self.mask_projection = LinearBN(hidden, hidden, activation=nn.GELU())
 
-    def initial_centres(self, batch: int) -> Tensor:
-        """(B, K', E): all learned centres, or a random subset of them when drop query is active."""
-        centres = self.cluster_centres
+    def pass_key(self, task: str | None) -> str:
+        """Tasks with equal keys share one decoder pass: the query group, or the task itself when conditioned."""
+        if self.task_embedding is not None or task in self.task_centres:
+            return f"task:{task}"
+        return "shared"
+
+    def initial_centres(self, batch: int, task: str | None = None) -> Tensor:
+        """(B, K', E): the task's group of learned centres (or a random subset of them when drop query is
+        active), plus the task's embedding when the decoder is task-conditioned."""
+        centres = self.task_centres.get(task, self.cluster_centres)
+        if centres is None:
+            raise ValueError(f"task {task!r} has no query group of its own and this decoder has no shared group")
         if self.training and self.drop_query > 0.0:
             keep = max(1, round(centres.shape[0] * (1.0 - self.drop_query)))
             index = torch.randperm(centres.shape[0], device=centres.device)[:keep].sort().values
             centres = centres[index]
+        if self.task_embedding is not None:
+            if task not in self.task_names:
+                raise ValueError(f"this decoder is conditioned on tasks {list(self.task_names)}, got {task!r}")
+            centres = centres + self.task_embedding.weight[self.task_names.index(task)]   # (K, E) + (E,)
         return centres.unsqueeze(0).expand(batch, -1, -1)
 
-    def forward(self, pixels: PixelFeatures) -> ClusterCentres:
+    def forward(self, pixels: PixelFeatures, task: str | None = None) -> ClusterCentres:
         maps = (pixels.os32, pixels.os16, pixels.os8)
-        centres = self.initial_centres(pixels.os32.shape[0])
+        centres = self.initial_centres(pixels.os32.shape[0], task)
         predictions = []
         layer_index = 0
         for pixel_map, count in zip(maps, self.num_layers):

@@ -1,7 +1,7 @@
 """The kMaX class head: per-cluster class logits for the panoptic task.
 
 Task-head interface (depth / normal heads follow it): an ``nn.Module`` with
-``forward(layer: MaskPrediction, index: int) -> Prediction``. ``index`` 0..L−1 selects the weights of
+``forward(layer: MaskPrediction, index: int) -> TaskOutput``. ``index`` 0..L−1 selects the weights of
 kMaX layer i's auxiliary prediction, index L the final prediction; every prediction owns its weights
 (deeplab2 gives each of the 6 auxiliary predictors and the final predictor its own class head).
 The head copies ``mask_logits`` and ``pixel_features`` and fills its own fields.
@@ -15,7 +15,7 @@ import math
 
 from torch import Tensor, nn
 
-from polymax.structures import MaskPrediction, Prediction
+from polymax.structures import MaskPrediction, SegmentationOutput
 
 
 def void_bias(num_logits: int) -> float:
@@ -45,6 +45,6 @@ class ClassHead(nn.Module):
         shift[-1] = self.void_bias
         return logits + shift
 
-    def forward(self, layer: MaskPrediction, index: int) -> Prediction:
-        return Prediction(mask_logits=layer.mask_logits, pixel_features=layer.pixel_features,
+    def forward(self, layer: MaskPrediction, index: int) -> SegmentationOutput:
+        return SegmentationOutput(mask_logits=layer.mask_logits, pixel_features=layer.pixel_features,
                           class_logits=self.class_logits(layer.cluster_features, index))

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from polymax.model.heads.cluster_values import ClusterMLP, mix_over_clusters
-from polymax.structures import MaskPrediction, Prediction
+from polymax.structures import DepthOutput, MaskPrediction
 
 
 class DepthHead(nn.Module):
@@ -53,8 +53,8 @@ class DepthHead(nn.Module):
         t = self.mlps[index](cluster_features).squeeze(-1).float()
         return self.min_depth + (self.max_depth - self.min_depth) * torch.sigmoid(t)
 
-    def forward(self, layer: MaskPrediction, index: int) -> Prediction:
+    def forward(self, layer: MaskPrediction, index: int) -> DepthOutput:
         bins = self.bin_centres(layer.cluster_features, index)             # (B, K)
         depth = mix_over_clusters(layer.mask_logits, bins[..., None])       # (B, 1, h, w)
-        return Prediction(mask_logits=layer.mask_logits, pixel_features=layer.pixel_features,
-                          depth=depth, cluster_depth=bins)
+        return DepthOutput(mask_logits=layer.mask_logits, pixel_features=layer.pixel_features,
+                           depth=depth, cluster_depth=bins)

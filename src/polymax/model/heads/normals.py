@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from polymax.model.cluster_decoder.mask_head import l2_normalise
 from polymax.model.heads.cluster_values import ClusterMLP, mix_over_clusters
-from polymax.structures import MaskPrediction, Prediction
+from polymax.structures import MaskPrediction, NormalsOutput
 
 
 class NormalsHead(nn.Module):
@@ -38,8 +38,8 @@ class NormalsHead(nn.Module):
         """(B, K, E) → (B, K, 3) unit vectors."""
         return l2_normalise(self.mlps[index](cluster_features).float(), dim=-1)
 
-    def forward(self, layer: MaskPrediction, index: int) -> Prediction:
+    def forward(self, layer: MaskPrediction, index: int) -> NormalsOutput:
         directions = self.cluster_normals(layer.cluster_features, index)                # (B, K, 3)
         normals = l2_normalise(mix_over_clusters(layer.mask_logits, directions), dim=1)  # (B, 3, h, w)
-        return Prediction(mask_logits=layer.mask_logits, pixel_features=layer.pixel_features,
-                          normals=normals, cluster_normals=directions)
+        return NormalsOutput(mask_logits=layer.mask_logits, pixel_features=layer.pixel_features,
+                             normals=normals, cluster_normals=directions)

@@ -2,7 +2,7 @@
 for semantic segmentation, and pixel-regression prediction head for depth estimation and surface normal").
 
 Each head is a 1×1 convolution (with bias) on the decoder's per-pixel features (B, Cin, h, w) followed by the
-task's output mapping, and returns a :class:`~polymax.structures.Prediction` whose required fields mean:
+task's output mapping, and returns the task's :class:`~polymax.structures.TaskOutput` whose common fields mean:
 
 * ``mask_logits`` — the head's raw per-pixel outputs before the output mapping: the class logits (B, C, h, w)
   for semantic segmentation (so that softmax / argmax over dim 1 — the PolyMaX K = C pipeline, e.g.
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from polymax.model.cluster_decoder.mask_head import l2_normalise
-from polymax.structures import Prediction
+from polymax.structures import DepthOutput, NormalsOutput, SegmentationOutput
 
 
 class PerPixelClassHead(nn.Module):
@@ -31,8 +31,8 @@ class PerPixelClassHead(nn.Module):
         super().__init__()
         self.classifier = nn.Conv2d(in_channels, num_classes, 1)
 
-    def forward(self, features: Tensor) -> Prediction:
-        return Prediction(mask_logits=self.classifier(features), pixel_features=l2_normalise(features, dim=1))
+    def forward(self, features: Tensor) -> SegmentationOutput:
+        return SegmentationOutput(mask_logits=self.classifier(features), pixel_features=l2_normalise(features, dim=1))
 
 
 class PerPixelDepthHead(nn.Module):
@@ -49,10 +49,10 @@ class PerPixelDepthHead(nn.Module):
         self.max_depth = float(max_depth)
         self.regressor = nn.Conv2d(in_channels, 1, 1)
 
-    def forward(self, features: Tensor) -> Prediction:
+    def forward(self, features: Tensor) -> DepthOutput:
         logit = self.regressor(features)
         depth = self.min_depth + (self.max_depth - self.min_depth) * torch.sigmoid(logit.float())
-        return Prediction(mask_logits=logit, pixel_features=l2_normalise(features, dim=1), depth=depth)
+        return DepthOutput(mask_logits=logit, pixel_features=l2_normalise(features, dim=1), depth=depth)
 
 
 class PerPixelNormalsHead(nn.Module):
@@ -62,7 +62,7 @@ class PerPixelNormalsHead(nn.Module):
         super().__init__()
         self.regressor = nn.Conv2d(in_channels, 3, 1)
 
-    def forward(self, features: Tensor) -> Prediction:
+    def forward(self, features: Tensor) -> NormalsOutput:
         raw = self.regressor(features)
-        return Prediction(mask_logits=raw, pixel_features=l2_normalise(features, dim=1),
-                          normals=l2_normalise(raw.float(), dim=1))
+        return NormalsOutput(mask_logits=raw, pixel_features=l2_normalise(features, dim=1),
+                             normals=l2_normalise(raw.float(), dim=1))

@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from polymax.geometry import resize_to_input
 from polymax.model.heads.classification import ClassHead
-from polymax.structures import MaskPrediction, Prediction
+from polymax.structures import MaskPrediction, SegmentationOutput, TaskOutput
 
 
 class SemanticClusterHead(nn.Module):
@@ -35,7 +36,7 @@ class SemanticClusterHead(nn.Module):
         self.num_classes = num_classes
         self.class_head = ClassHead(num_classes=num_classes, in_channels=in_channels, num_predictions=num_predictions)
 
-    def forward(self, layer: MaskPrediction, index: int) -> Prediction:
+    def forward(self, layer: MaskPrediction, index: int) -> SegmentationOutput:
         clusters = layer.mask_logits.shape[1]
         if clusters != self.num_classes:
             raise ValueError(f"the PolyMaX semantic head needs one query per class (K = C): got K = {clusters} "
@@ -43,7 +44,7 @@ class SemanticClusterHead(nn.Module):
         return self.class_head(layer, index)
 
 
-def semantic_probabilities(prediction: Prediction) -> Tensor:
+def semantic_probabilities(prediction: TaskOutput) -> Tensor:
     """(B, C, h, w) per-pixel class probabilities: softmax over the K = C channels of ``mask_logits``.
 
     Works for the PolyMaX semantic model and for the per-pixel baseline (whose ``mask_logits`` are its class
@@ -52,7 +53,7 @@ def semantic_probabilities(prediction: Prediction) -> Tensor:
     return torch.softmax(prediction.mask_logits.float(), dim=1)
 
 
-def semantic_map(prediction: Prediction, input_size: tuple[int, int] | None = None) -> Tensor:
+def semantic_map(prediction: TaskOutput, input_size: tuple[int, int] | None = None) -> Tensor:
     """(B, H, W) int64 class ids = argmax over K of the probability map.
 
     Without ``input_size`` the map is at the model's (padded) resolution; with it, the logits are first resized
@@ -61,6 +62,5 @@ def semantic_map(prediction: Prediction, input_size: tuple[int, int] | None = No
     """
     logits = prediction.mask_logits.float()
     if input_size is not None:
-        from polymax.model.meta_arch import resize_to_input
         logits = resize_to_input(logits, tuple(input_size))
     return logits.argmax(dim=1)

@@ -1,0 +1,79 @@
+"""What runs the network for the :class:`~polymax.inference.predictor.Predictor`: a PyTorch model
+(:class:`TorchRunner`) or an exported graph (``polymax.export.onnx.OnnxRunner``). Both take (B, 3, H, W) float RGB
+0..255 with H, W of the form 32k+1 and return the final :class:`~polymax.structures.TaskOutput` of one task, in
+float32, at the model resolution of that padded input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from polymax.config.model import ModelConfig
+from polymax.errors import UserError
+from polymax.structures import TaskOutput
+
+
+class Runner(Protocol):
+    """config: the model's ModelConfig; task: the task it runs; fixed_size: the only input (H, W) a static graph
+    takes (None = any)."""
+
+    config: ModelConfig
+    task: str
+    fixed_size: tuple[int, int] | None
+
+    def __call__(self, images: Tensor) -> TaskOutput: ...
+
+
+class TorchRunner:
+    """A PyTorch model (built by polymax) on a device, in eval mode, without autograd, running one task.
+
+    With ``optimise`` (the default) it runs ``optimise_for_inference``'s copy of the model: BatchNorms folded
+    and, on a CPU, channels-last memory and fused oneDNN convolutions (1.21–1.29× faster for kMaX-R50 at 641²
+    on two cores; the same outputs to float32 rounding). Without, the model itself, moved to the device.
+    ``task``: the task to run (None = the model's only task; a one-line error listing the choices otherwise).
+    """
+
+    fixed_size = None
+
+    def __init__(self, model: nn.Module, *, task: str | None = None, device: str | torch.device = "cpu",
+                 optimise: bool = True) -> None:
+        config = getattr(model, "config", None)
+        if not isinstance(config, ModelConfig):
+            raise TypeError("Predictor needs a model built by polymax.build_model / polymax.load_model")
+        self.task = config.task(task).name
+        self.device = resolve_device(device)
+        if optimise:
+            from polymax.inference.fuse import optimise_for_inference
+            self.model = optimise_for_inference(model, device=self.device)
+        else:
+            self.model = model.to(self.device).eval()
+        self.config = config
+
+    def __call__(self, images: Tensor) -> TaskOutput:
+        with torch.inference_mode():
+            final = self.model(images.to(self.device), task=self.task)[self.task].final
+        return as_float(final)
+
+
+def as_float(output: TaskOutput) -> TaskOutput:
+    """The same output with every tensor field in float32 (bf16 / fp16 runs)."""
+    values = {f.name: getattr(output, f.name) for f in fields(output)}
+    return type(output)(**{name: value.float() if isinstance(value, Tensor) else value
+                           for name, value in values.items()})
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' → cuda if available else cpu; a clear error for a device this machine lacks."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    return resolved
