@@ -1,4 +1,6 @@
-"""Process-wide CPU settings: keep freed memory in glibc's heap so that large feature maps are cheap.
+"""Where and how the process runs: the device a name means (:func:`resolve_device`, the one place that reads
+'auto' / 'cpu' / 'cuda:N'), and process-wide CPU settings: keep freed memory in glibc's heap so that large
+feature maps are cheap.
 
 glibc's malloc hands every allocation above its mmap threshold (which never rises past 32 MiB) fresh
 pages from the kernel and unmaps them again on free, so each such tensor pays one page fault per 4 KiB on
@@ -18,6 +20,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+
+from polymax.errors import UserError
 
 _M_TRIM_THRESHOLD = -1      # glibc mallopt parameters (malloc.h)
 _M_MMAP_MAX = -4
@@ -44,3 +48,20 @@ def keep_freed_memory() -> bool:
 def malloc_tuned() -> bool:
     """Whether :func:`keep_freed_memory` is in effect in this process (reported with benchmark figures)."""
     return _applied
+
+
+def resolve_device(device):
+    """'auto' → cuda if available else cpu; cpu, cuda, cuda:N as given (a str or torch.device); a one-line error
+    for a device this machine lacks or a name that is none. Returns a torch.device."""
+    import torch  # here, not at the top: the command line imports this module before it needs torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but PyTorch sees no CUDA device here (torch {torch.__version__}, "
+                        f"CUDA build {torch.version.cuda or 'none'}); use --device cpu")
+    return resolved

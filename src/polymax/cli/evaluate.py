@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from polymax.data import build_dataset, generation_options
     from polymax.errors import UserError
     from polymax.inference.evaluate import evaluate, format_table
-    from polymax.inference.runner import resolve_device
+    from polymax.runtime import resolve_device
 
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"data root {args.data_root} does not exist or is not a folder")

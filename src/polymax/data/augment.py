@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from polymax.data.autoaugment import apply_simple_policy
 from polymax.data.sample import Sample
-from polymax.geometry import nearest_indices
+from polymax.geometry import nearest_indices, resize_bilinear
 
 _LABEL_FIELDS = ("semantic", "panoptic", "crowd")
 
@@ -43,8 +43,7 @@ def resize(sample: Sample, size: tuple[int, int], *, depth_scale: float | None =
         return sample
     rows, cols = nearest_indices(height, size[0]), nearest_indices(width, size[1])
     nearest = lambda x: None if x is None else x[..., rows, :][..., cols]
-    image = F.interpolate(sample.image.to(torch.float32)[None], size=tuple(size), mode="bilinear",
-                          align_corners=True)[0]
+    image = resize_bilinear(sample.image.to(torch.float32)[None], tuple(size))[0]
     if depth_scale is None:
         depth_scale = 0.5 * (size[0] / height + size[1] / width)
     depth = None if sample.depth is None else nearest(sample.depth) / depth_scale

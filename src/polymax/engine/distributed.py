@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from polymax.runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -44,9 +46,10 @@ def setup(device: str = "auto") -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    wanted = resolve_device(device)
+    use_cuda = wanted.type == "cuda"
     if use_cuda:
-        index = local_rank if world_size > 1 else torch.device(device if device != "auto" else "cuda").index or 0
+        index = local_rank if world_size > 1 else wanted.index or 0
         torch.cuda.set_device(index)
         chosen = torch.device("cuda", index)
     else:

@@ -17,10 +17,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from polymax.geometry import Geometry, padded_size
+from polymax.geometry import Geometry, padded_size, resize_bilinear
 from polymax.tasks import get_task
 from polymax.tasks.base import output_slice
 
@@ -79,9 +78,7 @@ def _resize_longer_side(images: torch.Tensor, length: int | None) -> torch.Tenso
     height, width = images.shape[-2:]
     scale = length / max(height, width)
     size = (max(round(height * scale), 1), max(round(width * scale), 1))
-    if size == (height, width):
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=True)
+    return resize_bilinear(images, size)
 
 
 def format_table(metrics: dict[str, float]) -> str:

@@ -35,7 +35,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from polymax.errors import UserError
-from polymax.geometry import Geometry, padded_size
+from polymax.geometry import Geometry, padded_size, resize_bilinear
 from polymax.inference.images_io import to_rgb
 from polymax.inference.runner import Runner, TorchRunner
 from polymax.structures import Result, TaskOutput
@@ -133,7 +133,7 @@ class Predictor:
         """(H, W, 3) 0..255 → (1, 3, H_net, W_net): resized into the content box, padded with 127.5."""
         image = torch.from_numpy(array).permute(2, 0, 1)[None]
         if plan.content != plan.original:
-            image = F.interpolate(image, size=plan.content, mode="bilinear", align_corners=True)
+            image = resize_bilinear(image, plan.content)
         pad_h, pad_w = plan.network[0] - plan.content[0], plan.network[1] - plan.content[1]
         return F.pad(image, (0, pad_w, 0, pad_h), value=PAD_VALUE)
 

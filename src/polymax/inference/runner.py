@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig
-from polymax.errors import UserError
+from polymax.runtime import resolve_device
 from polymax.structures import TaskOutput
 
 
@@ -66,14 +66,3 @@ def as_float(output: TaskOutput) -> TaskOutput:
                            for name, value in values.items()})
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' → cuda if available else cpu; a clear error for a device this machine lacks."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    return resolved

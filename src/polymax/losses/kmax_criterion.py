@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polymax.geometry import resize_bilinear
 from polymax.losses.instance_discrimination import instance_discrimination_loss
 from polymax.losses.mask_id import mask_id_cross_entropy
 from polymax.losses.matching import MatchResult, fixed_match, hungarian_match
@@ -50,12 +50,6 @@ class KMaXLossWeights:
     mask_id: float = 0.3
     instance_discrimination: float = 1.0
     semantic: float = 1.0
-
-
-def _resize(tensor: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(tensor.shape[-2:]) == tuple(size):
-        return tensor
-    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=True)
 
 
 def _nan_to_zero(value: Tensor) -> Tensor:
@@ -151,8 +145,8 @@ class KMaXCriterion(nn.Module):
             if (output.class_logits is None) != (prediction.class_logits is None):
                 raise ValueError(f"auxiliary output {prefix} and the final output disagree on class_logits")
             terms = self._output_terms(
-                mask_logits=_resize(output.mask_logits.float(), size),
-                pixel_features=_resize(output.pixel_features.float(), size),
+                mask_logits=resize_bilinear(output.mask_logits.float(), size),
+                pixel_features=resize_bilinear(output.pixel_features.float(), size),
                 class_logits=None if output.class_logits is None else output.class_logits.float(),
                 match=match, mask_targets=mask_targets,
                 generator=generator)

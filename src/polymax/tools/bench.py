@@ -32,6 +32,7 @@ from torch import nn
 
 from polymax.config.model import DatasetInfo
 from polymax.errors import UserError
+from polymax.runtime import resolve_device
 from polymax.tools.analysis import flop_counter
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -72,17 +73,6 @@ def machine_description(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: PyTorch sees no CUDA device here (torch {torch.__version__}, "
-                            f"CUDA build {torch.version.cuda or 'none'}); use --device cpu")
-        return torch.device(name)
-    raise UserError(f"unknown device {name!r}; use cpu or cuda")
 
 
 def check_settings(settings: BenchSettings, device: torch.device) -> None:
