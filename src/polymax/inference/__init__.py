@@ -1,2 +1,3 @@
-"""Inference: the predictor and its runners, evaluation, output files and pictures, flip TTA, BatchNorm folding
-and oneDNN fusion for fast CPU inference."""
+"""Inference: the predictor and its runners, evaluation, output files, flip TTA, BatchNorm folding and oneDNN
+fusion for fast CPU inference. (The drawing primitives are ``polymax.tasks.visualize``: each task draws its own
+pictures.)"""

@@ -36,10 +36,10 @@ from PIL import Image
 
 from polymax.config.model import ModelConfig
 from polymax.errors import UserError
-from polymax.inference.visualize import probability_grid
 from polymax.structures import Result
 from polymax.tasks import get_task
 from polymax.tasks.base import Picture
+from polymax.tasks.visualize import probability_grid
 
 _GRID_TILE = 128   # longest side of one probability map in the mosaic
 

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.errors import UserError
 from polymax.geometry import Geometry
-from polymax.inference.visualize import colorize_depth, with_depth_scale
 from polymax.losses.polymax_criterion import CHARBONNIER_DEPTH_WEIGHTS, NYU_DEPTH_WEIGHTS, DepthCriterion
 from polymax.metrics import DepthMetrics
 from polymax.model.heads.depth import DepthHead
@@ -26,6 +25,7 @@ from polymax.model.heads.per_pixel import PerPixelDepthHead
 from polymax.structures import DepthOutput, DepthResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
 from polymax.tasks.segmentation import save_uint16
+from polymax.tasks.visualize import colorize_depth, with_depth_scale
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample

@@ -12,12 +12,12 @@ import numpy as np
 from torch import nn
 
 from polymax.config.model import ModelConfig, TaskConfig
-from polymax.inference.visualize import colorize_panoptic, with_legend
 from polymax.metrics import InstanceMetrics
 from polymax.structures import SegmentationOutput, SegmentationResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
 from polymax.tasks.panoptic import PanopticDecoder, PanopticTask, panoptic_map, segment_id_map, segments_record
 from polymax.tasks.segmentation import save_uint16
+from polymax.tasks.visualize import colorize_panoptic, with_legend
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample

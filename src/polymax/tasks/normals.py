@@ -18,13 +18,13 @@ from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.geometry import Geometry
-from polymax.inference.visualize import colorize_normals
 from polymax.losses.polymax_criterion import NormalsCriterion
 from polymax.metrics import NormalMetrics
 from polymax.model.heads.normals import NormalsHead
 from polymax.model.heads.per_pixel import PerPixelNormalsHead
 from polymax.structures import NormalsOutput, NormalsResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
+from polymax.tasks.visualize import colorize_normals
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.geometry import Geometry
-from polymax.inference.visualize import colorize_panoptic, with_legend
 from polymax.losses.kmax_criterion import KMaXCriterion
 from polymax.metrics import PanopticMetrics, SemanticMetrics
 from polymax.model.heads.classification import ClassHead
@@ -33,6 +32,7 @@ from polymax.tasks.segmentation import (
     semantic_picture,
     write_semantic,
 )
+from polymax.tasks.visualize import colorize_panoptic, with_legend
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample

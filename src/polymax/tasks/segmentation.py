@@ -11,11 +11,11 @@ from torch import Tensor
 
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.errors import UserError
-from polymax.inference.visualize import colorize_semantic, with_legend
 from polymax.losses.kmax_criterion import KMaXLossWeights
 from polymax.structures import SegmentationOutput, SegmentationResult
 from polymax.tasks.base import Picture, Saver
 from polymax.tasks.panoptic_merge import PanopticPostProcessor
+from polymax.tasks.visualize import colorize_semantic, with_legend
 
 
 def one_hot_logits(index: Tensor, count: int, confidence: float) -> Tensor:

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.errors import UserError
 from polymax.geometry import Geometry, resize_to_input
-from polymax.inference.visualize import colorize_semantic
 from polymax.losses.polymax_criterion import PerPixelSemanticCriterion, SemanticCriterion
 from polymax.metrics import SemanticMetrics
 from polymax.model.heads.per_pixel import PerPixelClassHead
@@ -34,6 +33,7 @@ from polymax.tasks.segmentation import (
     semantic_picture,
     write_semantic,
 )
+from polymax.tasks.visualize import colorize_semantic
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample

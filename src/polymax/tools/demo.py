@@ -183,9 +183,8 @@ def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
     probability maps of the first room, each captioned with its cluster's value (``Task.cluster_captions``)."""
     from PIL import Image
 
-    from polymax.inference import visualize
     from polymax.inference.predictor import Predictor
-    from polymax.tasks import get_task
+    from polymax.tasks import get_task, visualize
 
     config = model.config
     predictor = Predictor(model, task=task, resize="none")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from polymax.inference import visualize
+from polymax.tasks import visualize
 
 
 def test_ramp_ends_and_nan():

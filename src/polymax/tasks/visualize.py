@@ -1,5 +1,7 @@
 """Pictures of predictions: colourised label maps, depth and normal maps, per-cluster probability maps,
 and titled panels that put them side by side. Everything returns uint8 RGB arrays (H, W, 3) or PIL images.
+The drawing primitives the tasks' ``pictures`` are made of; the predictor's files, the server and the demo use
+them too.
 """
 
 from __future__ import annotations
