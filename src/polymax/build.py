@@ -147,11 +147,14 @@ def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
     kd, head = config.kmax_decoder, config.head
     groups = {task.name: task.num_queries for task in config.tasks if task.num_queries > 0}
     shared = kd.num_queries if len(groups) < len(config.tasks) else 0      # no shared group nobody reads
+    check_task_queries(config)
     kmax_decoder = KMaXDecoder(pixel_channels=tuple(4 * d for d in pd.dims[:3]), num_layers=kd.num_layers,
                                num_queries=shared, hidden=kd.hidden, num_heads=kd.num_heads, ffn=kd.ffn,
                                drop_path_keep=kd.drop_path_keep, mask_dim=head.mask_dim,
                                pixel_head_channels=head.pixel_head_channels, drop_query=kd.drop_query,
-                               group_sizes=groups, task_names=config.task_names if kd.task_conditioned else ())
+                               group_sizes=groups, task_names=config.task_names if kd.task_conditioned else (),
+                               task_queries=kd.task_queries, high_res_channels=4 * pd.dims[-1],
+                               task_query_values=kd.task_query_values)
     mask_head = MaskHead(pixel_channels=4 * pd.dims[-1], cluster_channels=kd.hidden,
                          head_channels=head.pixel_head_channels, mask_dim=head.mask_dim)
     count = sum(kd.num_layers) + 1                  # one prediction per kMaX layer, and the final one
@@ -161,6 +164,27 @@ def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
     branch, semantic_tasks = build_semantic_branch(config, tuple(backbone.channels))
     return KMaX(backbone=backbone, pixel_decoder=pixel_decoder, kmax_decoder=kmax_decoder, mask_head=mask_head,
                 heads=heads, semantic_branch=branch, semantic_tasks=semantic_tasks, config=config)
+
+
+def check_task_queries(config: ModelConfig) -> None:
+    """One-line errors for ``kmax_decoder.task_queries``: a known value, and with 'oneformer' a prompt for every
+    task of the shared group (the tasks with ``num_queries`` of their own keep learned centres)."""
+    from polymax.model.cluster_decoder.task_queries import MEMORY_VALUES, TASK_PROMPT_IDS
+
+    kd = config.kmax_decoder
+    if kd.task_queries not in ("learned", "oneformer"):
+        raise UserError(f"kmax_decoder.task_queries must be 'learned' or 'oneformer', got {kd.task_queries!r}")
+    if kd.task_query_values not in MEMORY_VALUES:
+        raise UserError(f"kmax_decoder.task_query_values must be one of {list(MEMORY_VALUES)}, "
+                        f"got {kd.task_query_values!r}")
+    if kd.task_queries != "oneformer":
+        return
+    if kd.num_queries < 2:
+        raise UserError("kmax_decoder.task_queries='oneformer' needs kmax_decoder.num_queries >= 2")
+    lacking = [task.name for task in config.tasks if task.num_queries == 0 and task.name not in TASK_PROMPT_IDS]
+    if lacking:
+        raise UserError(f"kmax_decoder.task_queries='oneformer': tasks {lacking} have no OneFormer prompt (only "
+                        f"{sorted(TASK_PROMPT_IDS)} do); give them a query group of their own (tasks.NAME.num_queries)")
 
 
 def build_baseline(config: ModelConfig) -> nn.Module:

@@ -71,11 +71,14 @@ class ClusterCentres:
     class_embeddings, mask_embeddings: (B, K, E) the projected final cluster centres.
     layers: one MaskPrediction per kMaX layer, computed on that layer's *input* centres at the
         layer's own stride (these drive the hard k-means assignment and deep supervision).
+    task_queries: (B, N, E) the task-guided initial queries (OneFormer: N − 1 queries and the task token), which
+        the query–text contrastive loss reads; None when the centres are learned.
     """
 
     class_embeddings: Tensor
     mask_embeddings: Tensor
     layers: list[MaskPrediction]
+    task_queries: Tensor | None = None
 
 
 @dataclass
@@ -133,12 +136,14 @@ class TaskRun:
     aux: one output per kMaX layer (deep supervision), layer order, each at its layer's own stride.
     semantic_logits: (B, C + 1, h_s, w_s) the training-only auxiliary semantic branch (segmentation tasks that
         ask for it, in training mode).
+    task_queries: (B, N, E) the task-guided initial queries of the run (``ClusterCentres.task_queries``), or None.
     """
 
     task: str
     final: TaskOutput
     aux: list[TaskOutput] = field(default_factory=list)
     semantic_logits: Tensor | None = None
+    task_queries: Tensor | None = None
 
 
 @dataclass

@@ -39,7 +39,11 @@ class KMaXDecoderConfig:
     pixel-decoder stage (os32, os16, os8). hidden: cluster-centre width (256); ffn: FFN width (2048);
     drop_path_keep on the three memory branches; drop_query: train with a random subset of this fraction of
     queries (paper only; 0 = off). task_conditioned: the initial centres depend on a learned embedding of the
-    task being run (a OneFormer-style task token; off in every kMaX / PolyMaX preset)."""
+    task being run (off in every kMaX / PolyMaX preset). task_queries: where the shared group's initial
+    centres come from — 'learned' (kMaX: a learned table) or 'oneformer' (OneFormer's task-guided queries: N − 1
+    queries read from the stride-4 pixel features under the task's prompt, plus the task token; off in every
+    preset). task_query_values: the values of that module's cross-attention — 'sine' (the reference's quirk:
+    the sine positional encoding, image content only in the keys) or 'features' (the projected features)."""
 
     num_queries: int = 128
     num_layers: tuple[int, int, int] = (2, 2, 2)
@@ -49,6 +53,8 @@ class KMaXDecoderConfig:
     drop_path_keep: float = 0.8
     drop_query: float = 0.0
     task_conditioned: bool = False
+    task_queries: str = "learned"
+    task_query_values: str = "sine"
 
 
 @dataclass(frozen=True)

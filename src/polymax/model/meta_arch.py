@@ -112,12 +112,13 @@ class KMaX(nn.Module):
             if key not in passes:
                 centres = self.kmax_decoder(pixels, task=task)
                 final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings)
-                passes[key] = (final, centres.layers)
-            final, layers = passes[key]
+                passes[key] = (final, centres.layers, centres.task_queries)
+            final, layers, task_queries = passes[key]
             head = self.heads[task]
             runs[task] = TaskRun(task=task, final=head(final, len(layers)),
                                  aux=[head(layer, index) for index, layer in enumerate(layers)],
-                                 semantic_logits=semantic if task in self.semantic_tasks else None)
+                                 semantic_logits=semantic if task in self.semantic_tasks else None,
+                                 task_queries=task_queries)
         return ModelOutput(runs)
 
 

@@ -6,45 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 from deeplab2_fixture import assert_close_to_scale
-from oneformer_fixture import golden, load_renamed, reference_weights
+from oneformer_fixture import HIDDEN, TASKS, N, golden, task_guided_queries, task_token_encoder
 
 from polymax.model.cluster_decoder.task_queries import (
     TASK_PROMPT_IDS,
     TaskGuidedQueries,
-    TaskTokenEncoder,
     prompt_ids,
     sine_position_encoding,
 )
-
-TASKS = ("panoptic", "semantic", "instance")      # the fixture's row order
-HIDDEN, N, HEADS, FFN = 64, 12, 8, 256             # the fixture's config (README §2)
-PREFIX = "model.transformer_module.decoder."
-TOKEN_RENAMES = {"model.task_encoder.task_mlp.layers.0.0.": "mlp.0.",
-                 "model.task_encoder.task_mlp.layers.1.0.": "mlp.2.",
-                 PREFIX + "decoder_norm.": "norm."}
-
-
-def _query_renames() -> dict[str, str]:
-    renames = {old: f"task_encoder.{new}" for old, new in TOKEN_RENAMES.items()}
-    renames[PREFIX + "query_input_projection."] = "feature_projection."
-    renames[PREFIX + "query_transformer.decoder.norm."] = "norm."
-    for i in range(2):
-        layer = f"{PREFIX}query_transformer.decoder.layers.{i}."
-        renames[layer + "multihead_attn."] = f"layers.{i}.cross_attn."
-        renames[layer] = f"layers.{i}."
-    return renames
-
-
-def _task_queries(shared, **options) -> TaskGuidedQueries:
-    module = TaskGuidedQueries(num_queries=N, feature_channels=HIDDEN, hidden=HIDDEN, num_heads=HEADS, ffn=FFN,
-                               **options).eval()
-    weights = dict(reference_weights(shared))
-    # The reference's table has N rows and uses the first N − 1 (the N-th query is the task token).
-    table = weights.pop("model.transformer_module.queries_embedder.weight")
-    weights = {name: value for name, value in weights.items() if name.startswith(tuple(_query_renames()))}
-    load_renamed(module, {**weights, "query_position": table[:N - 1]},
-                 {**_query_renames(), "query_position": "query_position"})
-    return module
 
 
 def test_the_prompts_are_the_fixtures_ids(shared):
@@ -57,9 +26,7 @@ def test_the_prompts_are_the_fixtures_ids(shared):
 
 
 def test_the_task_token_matches_the_reference(shared):
-    encoder = TaskTokenEncoder(hidden=HIDDEN).eval()
-    weights = {k: v for k, v in reference_weights(shared).items() if k.startswith(tuple(TOKEN_RENAMES))}
-    load_renamed(encoder, weights, TOKEN_RENAMES)
+    encoder = task_token_encoder(shared)
     ids = torch.stack([prompt_ids(task) for task in TASKS])
     with torch.no_grad():
         before_norm = encoder.mlp(ids.float())
@@ -77,7 +44,7 @@ def test_the_sine_encoding_matches_the_reference(shared):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_task_guided_queries_match_the_reference(shared, task):
-    module = _task_queries(shared)
+    module = task_guided_queries(shared)
     reference = golden(shared)
     pixels = torch.from_numpy(reference["inputs/mask_features"])
     ids = prompt_ids(task).expand(2, -1)
@@ -100,7 +67,7 @@ def test_task_guided_queries_match_the_reference(shared, task):
 
 
 def test_each_sample_can_run_its_own_task(shared):
-    module = _task_queries(shared)
+    module = task_guided_queries(shared)
     ids = torch.stack([prompt_ids("panoptic"), prompt_ids("instance")])
     with torch.no_grad():
         result = module(torch.from_numpy(golden(shared)["inputs/mask_features"]), ids)
@@ -110,7 +77,7 @@ def test_each_sample_can_run_its_own_task(shared):
 
 def test_the_natural_variant_reads_the_features_as_values(shared):
     """The switch changes the numbers (values = projected features): it cannot match the reference."""
-    quirk, natural = _task_queries(shared), _task_queries(shared, memory_values="features")
+    quirk, natural = task_guided_queries(shared), task_guided_queries(shared, memory_values="features")
     pixels = torch.from_numpy(golden(shared)["inputs/mask_features"])
     ids = prompt_ids("panoptic").expand(2, -1)
     with torch.no_grad():

@@ -16,6 +16,12 @@ its own softmax over K and its own k-means argmax.
 Task conditioning (the hook a OneFormer-style model fills; off in every kMaX / PolyMaX preset): with
 ``task_names``, a learned embedding of the task being run is added to every initial centre, (B, K, E) + (E,),
 so the same centres start from a task-dependent point and the whole decoder pass depends on the task.
+
+Task-guided centres (OneFormer; ``task_queries="oneformer"``, off in every preset): the tasks of the shared group
+start from :class:`~polymax.model.cluster_decoder.task_queries.TaskGuidedQueries` instead of a learned table —
+N − 1 queries read from the stride-4 pixel features under the task's prompt, plus the task token — so the
+initial centres depend on the image and on the task; the six kMaX layers run unchanged. Tasks with a group of
+their own keep their learned centres.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from polymax.model.cluster_decoder.layer import KMaXLayer
+from polymax.model.cluster_decoder.task_queries import TaskGuidedQueries, prompt_ids
 from polymax.model.layers.conv import LinearBN
 from polymax.structures import ClusterCentres, PixelFeatures
 
@@ -33,14 +40,23 @@ class KMaXDecoder(nn.Module):
                  num_layers: tuple[int, int, int] = (2, 2, 2), num_queries: int, hidden: int = 256,
                  num_heads: int = 8, ffn: int = 2048, drop_path_keep: float = 1.0, mask_dim: int = 128,
                  pixel_head_channels: int = 256, drop_query: float = 0.0, group_sizes: dict[str, int] | None = None,
-                 task_names: tuple[str, ...] = ()) -> None:
+                 task_names: tuple[str, ...] = (), task_queries: str = "learned", high_res_channels: int = 256,
+                 task_query_values: str = "sine") -> None:
         super().__init__()
         if not 0.0 <= drop_query < 1.0:
             raise ValueError(f"drop_query must be in [0, 1), got {drop_query}")
+        if task_queries not in ("learned", "oneformer"):
+            raise ValueError(f"task_queries must be 'learned' or 'oneformer', got {task_queries!r}")
         self.drop_query = drop_query
         self.num_layers = tuple(num_layers)
+        # The shared group's N centres come from the task-guided module (no learned table then).
+        guided = task_queries == "oneformer" and num_queries > 0
+        self.task_queries = TaskGuidedQueries(num_queries=num_queries, feature_channels=high_res_channels,
+                                              hidden=hidden, num_heads=num_heads, ffn=ffn,
+                                              memory_values=task_query_values) if guided else None
         # No shared group when every task owns one (an unused parameter would stall DDP's gradient reduction).
-        self.cluster_centres = nn.Parameter(torch.empty(num_queries, hidden)) if num_queries > 0 else None
+        learned = num_queries > 0 and not guided
+        self.cluster_centres = nn.Parameter(torch.empty(num_queries, hidden)) if learned else None
         if self.cluster_centres is not None:
             nn.init.trunc_normal_(self.cluster_centres, std=1.0)
         self.task_centres = nn.ParameterDict({task: nn.Parameter(torch.empty(size, hidden))
@@ -60,29 +76,46 @@ class KMaXDecoder(nn.Module):
 
     def pass_key(self, task: str | None) -> str:
         """Tasks with equal keys share one decoder pass: the query group, or the task itself when conditioned."""
-        if self.task_embedding is not None or task in self.task_centres:
+        if self.task_embedding is not None or task in self.task_centres or self.task_queries is not None:
             return f"task:{task}"
         return "shared"
 
-    def initial_centres(self, batch: int, task: str | None = None) -> Tensor:
-        """(B, K', E): the task's group of learned centres (or a random subset of them when drop query is
-        active), plus the task's embedding when the decoder is task-conditioned."""
-        centres = self.task_centres.get(task, self.cluster_centres)
+    def guided_queries(self, task: str | None, high_res: Tensor | None) -> Tensor | None:
+        """(B, N, E) the task-guided queries of ``task`` on ``high_res`` (B, C, h, w), or None when the task's
+        centres are learned."""
+        if self.task_queries is None or task in self.task_centres:
+            return None
+        if high_res is None:
+            raise ValueError("task-guided centres read the stride-4 pixel features: pass high_res")
+        ids = prompt_ids(str(task)).to(high_res.device).expand(high_res.shape[0], -1)         # (B, 77)
+        return self.task_queries(high_res, ids).queries
+
+    def initial_centres(self, batch: int, task: str | None = None, high_res: Tensor | None = None,
+                        guided: Tensor | None = None) -> Tensor:
+        """(B, K', E): the task's group of learned centres, or its task-guided queries (``guided``, else computed
+        from ``high_res``), or a random subset of them when drop query is active; plus the task's embedding when
+        the decoder is task-conditioned."""
+        if guided is None:
+            guided = self.guided_queries(task, high_res)
+        centres = self.task_centres.get(task, self.cluster_centres) if guided is None else guided
         if centres is None:
             raise ValueError(f"task {task!r} has no query group of its own and this decoder has no shared group")
+        if guided is None:
+            centres = centres.unsqueeze(0).expand(batch, -1, -1)                            # (B, K, E)
         if self.training and self.drop_query > 0.0:
-            keep = max(1, round(centres.shape[0] * (1.0 - self.drop_query)))
-            index = torch.randperm(centres.shape[0], device=centres.device)[:keep].sort().values
-            centres = centres[index]
+            keep = max(1, round(centres.shape[1] * (1.0 - self.drop_query)))
+            index = torch.randperm(centres.shape[1], device=centres.device)[:keep].sort().values
+            centres = centres[:, index]
         if self.task_embedding is not None:
             if task not in self.task_names:
                 raise ValueError(f"this decoder is conditioned on tasks {list(self.task_names)}, got {task!r}")
-            centres = centres + self.task_embedding.weight[self.task_names.index(task)]   # (K, E) + (E,)
-        return centres.unsqueeze(0).expand(batch, -1, -1)
+            centres = centres + self.task_embedding.weight[self.task_names.index(task)]   # (B, K, E) + (E,)
+        return centres
 
     def forward(self, pixels: PixelFeatures, task: str | None = None) -> ClusterCentres:
         maps = (pixels.os32, pixels.os16, pixels.os8)
-        centres = self.initial_centres(pixels.os32.shape[0], task)
+        guided = self.guided_queries(task, pixels.high_res)
+        centres = self.initial_centres(pixels.os32.shape[0], task, guided=guided)
         predictions = []
         layer_index = 0
         for pixel_map, count in zip(maps, self.num_layers):
@@ -91,5 +124,6 @@ class KMaXDecoder(nn.Module):
                 predictions.append(aux)
                 layer_index += 1
         return ClusterCentres(class_embeddings=self.class_projection(centres),
-                              mask_embeddings=self.mask_projection(centres), layers=predictions)
+                              mask_embeddings=self.mask_projection(centres), layers=predictions,
+                              task_queries=guided)
 
