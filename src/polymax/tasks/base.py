@@ -111,6 +111,12 @@ class Task:
         decodes back to the labels). ``confidence``: the logit margin of the one-hot distributions."""
         raise NotImplementedError
 
+    def mask_classes(self, panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[int]:
+        """The class of every ground-truth mask this task trains on in one image, in class order (what OneFormer
+        writes one text per). panoptic: (H, W) ids class·label_divisor + instance; crowd: (H, W) bool or None —
+        crowd segments and void are skipped."""
+        raise NotImplementedError(f"the {self.name} task has no class masks")
+
     # -- pictures and files --------------------------------------------------------------------------------------
     def pictures(self, result: Result, config: ModelConfig) -> list[Picture]:
         return []

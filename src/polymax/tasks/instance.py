@@ -9,14 +9,14 @@ import json
 from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.metrics import InstanceMetrics
 from polymax.structures import SegmentationOutput, SegmentationResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
 from polymax.tasks.panoptic import PanopticDecoder, PanopticTask, panoptic_map, segment_id_map, segments_record
-from polymax.tasks.segmentation import save_uint16
+from polymax.tasks.segmentation import save_uint16, segment_classes
 from polymax.tasks.visualize import colorize_panoptic, with_legend
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ class InstanceTask(Task):
     def perfect_output(self, targets: Targets, config: ModelConfig, task: TaskConfig, *, num_queries: int,
                        confidence: float = 50.0) -> SegmentationOutput:
         return PanopticTask().perfect_output(targets, config, task, num_queries=num_queries, confidence=confidence)
+
+    def mask_classes(self, panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[int]:
+        """Thing segments only (stuff is not a target)."""
+        return sorted(category for category, thing in segment_classes(panoptic, crowd, config) if thing)
 
     def build_metrics(self, config: ModelConfig, task: TaskConfig) -> InstanceTaskMetrics:
         return InstanceTaskMetrics(config)

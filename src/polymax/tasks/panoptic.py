@@ -29,6 +29,7 @@ from polymax.tasks.segmentation import (
     perfect_segmentation,
     require_classes,
     save_uint16,
+    segment_classes,
     semantic_picture,
     write_semantic,
 )
@@ -57,6 +58,10 @@ class PanopticTask(Task):
         return KMaXCriterion(num_classes=info.num_classes, thing_classes=info.thing_classes,
                              ignore_label=info.ignore_label, label_divisor=info.label_divisor,
                              max_thing_id=info.max_thing_id, matching="hungarian", **kmax_loss_options(options))
+
+    def mask_classes(self, panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[int]:
+        """Every segment (things and stuff)."""
+        return sorted(category for category, _ in segment_classes(panoptic, crowd, config))
 
     def build_metrics(self, config: ModelConfig, task: TaskConfig) -> PanopticTaskMetrics:
         return PanopticTaskMetrics(config)

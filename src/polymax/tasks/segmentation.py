@@ -46,6 +46,20 @@ def perfect_segmentation(panoptic: Tensor, *, num_queries: int, num_classes: int
                               class_logits=one_hot_logits(classes, num_classes + 1, confidence))
 
 
+def segment_classes(panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[tuple[int, bool]]:
+    """(class, is_thing) of every segment of one panoptic map (H, W), in id order; void and crowd skipped."""
+    info = config.dataset
+    found = []
+    for segment in panoptic.unique().tolist():
+        category = segment // info.label_divisor
+        if category == info.ignore_label or category >= info.num_classes:
+            continue
+        if crowd is not None and bool(crowd[panoptic == segment].any()):
+            continue
+        found.append((category, category in info.thing_classes))
+    return found
+
+
 def kmax_loss_options(options) -> dict:
     """The kMaX criterion's keyword arguments from the training config's ``loss`` section (LossOptions)."""
     weights = KMaXLossWeights(pq_class=options.class_weight, pq_dice=options.dice_weight,

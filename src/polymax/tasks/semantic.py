@@ -30,6 +30,7 @@ from polymax.tasks.segmentation import (
     kmax_loss_options,
     one_hot_logits,
     require_classes,
+    segment_classes,
     semantic_picture,
     write_semantic,
 )
@@ -80,6 +81,10 @@ class SemanticTask(Task):
         classes = torch.where(present, torch.arange(num_queries), torch.tensor(info.num_classes))
         return SegmentationOutput(mask_logits=mask_logits, pixel_features=F.normalize(mask_logits, dim=1),
                                   class_logits=one_hot_logits(classes, info.num_classes + 1, confidence))
+
+    def mask_classes(self, panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[int]:
+        """One mask per class present (instances merged)."""
+        return sorted({category for category, _ in segment_classes(panoptic, crowd, config)})
 
     def build_metrics(self, config: ModelConfig, task: TaskConfig) -> SemanticTaskMetrics:
         return SemanticTaskMetrics(config)
