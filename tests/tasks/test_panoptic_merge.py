@@ -32,8 +32,8 @@ def _class_logits(classes: list[int], num_classes: int = 2, confident: bool = Tr
 
 
 @pytest.mark.parametrize("fixture", ["coco_r50", "coco_convnext_tiny"])
-def test_maps_match_deeplab2(shared, fixture):
-    golden, manifest = golden_outputs(shared, fixture), load_manifest(shared, fixture)
+def test_maps_match_deeplab2(parity, fixture):
+    golden, manifest = golden_outputs(parity, fixture), load_manifest(parity, fixture)
     info = dataset_info("coco_panoptic")
     mask_logits = torch.from_numpy(nhwc_to_nchw(golden["pred/pixel_space_mask_logits"]))
     class_logits = torch.from_numpy(golden["pred/transformer_class_logits"])   # COCO: same channel order as ours
