@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 HELP = "train a model"
 
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(config, resume=args.resume)
     if result.interrupted is not None:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"polymax train: interrupted at step {result.step}; checkpoint in {result.checkpoint} (run the same "
+                  "command with --resume to continue)", file=sys.stderr)
         return 128 + int(result.interrupted)  # the shell convention for "terminated by signal N"
     if result.checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"trained {result.step} steps; model and training state in {result.checkpoint}")
