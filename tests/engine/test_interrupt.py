@@ -175,5 +175,7 @@ def test_ctrl_c_during_start_up_ends_with_one_line(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, stderr
+    # 130, or killed by SIGINT: when the Ctrl-C lands inside code that torch's import runs through PyRun_String,
+    # CPython marks it unhandled even though polymax caught it, and re-raises SIGINT at exit (the shell shows 130).
+    assert process.returncode in (130, -signal.SIGINT), stderr
     assert stderr.strip().splitlines() == ["polymax train: interrupted"]

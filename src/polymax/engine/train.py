@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polymax.config.train import TrainConfig
+from polymax.config.train import TrainConfig, fill_step_defaults
 from polymax.engine import distributed
 from polymax.engine.checkpoint import (
     LAST,
@@ -117,6 +117,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
     collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on rank 0.
     """
     context = context or distributed.DistributedContext()
+    config, _ = fill_step_defaults(config)   # a TrainConfig built by hand may leave the warm-up to the run length
     out_dir = Path(config.out_dir)
     device, micro_batches = context.device, config.data.accumulate
     per_rank_batch = config.data.batch_size // (context.world_size * micro_batches)
