@@ -142,4 +142,5 @@ class Predictor:
         result = self._decode(output, plan)
         if probabilities:
             result.probabilities = probabilities_at_input(output, plan).cpu().numpy()
+            result.clusters = get_task(self.task).cluster_captions(output, self.config)
         return result

@@ -179,8 +179,9 @@ def trivial_baseline_metrics(config: ModelConfig, val: Sequence[Sample], train: 
 # --------------------------------------------------------------------------------------------- pictures
 def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
                  task: str | None = None) -> Image.Image:
-    """One PIL image: for `count` held-out rooms input | ground truth | prediction, then the per-cluster
-    probability maps of the first room, each captioned with its cluster's value (``Task.cluster_captions``)."""
+    """One PIL image: for `count` held-out rooms input | ground truth | prediction | key (the legend of the
+    classes and void, or the colour bar in metres, or the normal colour code), then the per-cluster probability
+    maps of the first room, each captioned with its cluster's value (``Task.cluster_captions``)."""
     from PIL import Image
 
     from polymax.inference.predictor import Predictor
@@ -189,6 +190,7 @@ def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
     config = model.config
     predictor = Predictor(model, task=task, resize="none")
     definition = get_task(predictor.task)
+    tile = 150
     rows, first = [], None
     for index in range(min(count, len(dataset))):
         sample = dataset[index]
@@ -197,19 +199,18 @@ def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
         first = first or (sample, result)
         truth = definition.ground_truth_result(sample, config)
         note = definition.range_note(truth)
+        key = definition.key([truth, result], config, reference=truth, height=tile)
         rows += [("input", image),
                  ("ground truth" + (f" ({note})" if note else ""), definition.picture_map(truth, config)),
-                 ("prediction", definition.picture_map(result, config, reference=truth))]
-    grid = visualize.panel(rows, columns=3, tile_height=150, title=f"{config.preset}: held-out synthetic rooms")
+                 ("prediction", definition.picture_map(result, config, reference=truth)),
+                 ("key", key if key is not None else np.full((tile, 1, 3), 255, dtype=np.uint8))]
+    grid = visualize.panel(rows, columns=4, tile_height=tile, title=f"{config.preset}: held-out synthetic rooms")
     sample, result = first
     captions = definition.cluster_captions(_final_output(model, sample, predictor.task), config)
-    order = sorted(range(len(captions)), key=lambda k: captions[k][0])
     # One shared colour scale up to the largest probability, so weakly used clusters stay comparable.
-    top = max(float(result.probabilities.max()), 1e-6)
-    tiles = [(captions[k][1], visualize.ramp(result.probabilities[k], 0.0, top)) for k in order]
-    clusters = visualize.panel(tiles, columns=8, tile_height=70,
-                               title=f"per-cluster probability maps P = softmax_K(mask logits) of the first room "
-                                     f"({len(tiles)} clusters; blue = 0, yellow = {top:.2f})")
+    clusters = visualize.cluster_panel(result.probabilities, captions, tile_height=70, columns=8,
+                                       title="per-cluster probability maps P = softmax_K(mask logits) of the "
+                                             "first room")
     canvas = Image.new("RGB", (max(grid.width, clusters.width), grid.height + clusters.height), (255, 255, 255))
     canvas.paste(grid, (0, 0))
     canvas.paste(clusters, (0, grid.height))
