@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "image size (only padded)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="geometry for --resize fit (default: the preset's crop size)")
+    parser.add_argument("--max-size", type=int, default=2048, metavar="N",
+                        help="shrink an image whose longer side exceeds N pixels before anything else (default "
+                             "2048; 0: never); the outputs are still written at the image's full size")
     parser.add_argument("--probabilities", action="store_true",
                         help="also write the per-cluster probability maps, each captioned with its cluster's value")
     parser.add_argument("--overlay", action="store_true",
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if not found.images:
         raise UserError("no images to predict: " + "; ".join(found.problems))
     options = {"task": args.task, "batch_size": args.batch_size, "resize": args.resize,
-               "size": tuple(args.size) if args.size else None}
+               "size": tuple(args.size) if args.size else None, "max_size": args.max_size or None}
     if args.onnx:
         if args.device not in ("auto", "cpu"):
             raise UserError(f"--onnx runs on the CPU (onnxruntime); drop --device {args.device}")
