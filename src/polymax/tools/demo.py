@@ -15,6 +15,11 @@ For each task (semantic, depth, normals, and kMaX panoptic) the demo
    that ``polymax predict --model`` reads).
 
 ``OUT/metrics.json`` is written last and atomically: if it exists, the run that wrote it finished.
+
+Reproducible on one machine: every random stream is seeded (``seed``), the command runs on one CPU thread by
+default, and PyTorch's deterministic algorithms are switched on while the demo runs, so two runs with the same
+settings write identical ``metrics.json`` files. Another CPU, PyTorch build or thread count may change the last
+digits (floating-point sums in another order).
 """
 
 from __future__ import annotations
@@ -92,6 +97,18 @@ def run_demo(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...] = 
         raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     _check_writable(out_dir)
     reports = []
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        _run_tasks(out_dir, settings=settings, tasks=tasks, mode=mode, progress=progress, seed=seed, reports=reports)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    _write_metrics(out_dir / "metrics.json", reports)
+    return reports
+
+
+def _run_tasks(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...], mode: str, progress: bool,
+               seed: int, reports: list[TaskReport]) -> None:
     for task in tasks:
         started = time.perf_counter()
         _say(f"[{task}] training polymax_tiny_synth_{task} for {settings.steps[task]} steps "
@@ -108,8 +125,6 @@ def run_demo(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...] = 
         reports.append(TaskReport(task=task, model=model_metrics, trivial=trivial_metrics, picture=picture,
                                   model_dir=model_dir, seconds=time.perf_counter() - started))
         _say(f"[{task}] " + _headline_line(reports[-1]))
-    _write_metrics(out_dir / "metrics.json", reports)
-    return reports
 
 
 def _train(task: str, run_dir: Path, *, settings: DemoSettings, progress: bool, seed: int):
