@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """The project's shared/ folder: beside the repository (CI and development) or $POLYMAX_SHARED."""
-    return Path(os.environ.get("POLYMAX_SHARED", REPO_ROOT.parent / "shared"))
+PARITY_DIR = REPO_ROOT / "tests" / "fixtures" / "deeplab2_parity"
+PARITY_FILES = ("coco_r50.npz", "coco_r50_manifest.json", "coco_convnext_tiny.npz", "coco_convnext_tiny_manifest.json")
 
 
 @pytest.fixture(scope="session")
-def shared() -> Path:
-    path = shared_dir()
-    if not path.is_dir():
-        pytest.skip(f"shared/ folder not found at {path} (set POLYMAX_SHARED)")
-    return path
+def parity() -> Path:
+    """The deeplab2 golden fixtures, part of the repository: a missing file fails the test, it never skips it."""
+    missing = [name for name in PARITY_FILES if not (PARITY_DIR / name).is_file()]
+    if missing:
+        pytest.fail(f"deeplab2 parity fixtures missing from {PARITY_DIR}: {', '.join(missing)}", pytrace=False)
+    return PARITY_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -23,15 +23,15 @@ def array_for(entry: dict) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def load_manifest(shared: Path, fixture: str) -> dict:
-    return json.loads((shared / "fixtures" / "deeplab2_parity" / f"{fixture}_manifest.json").read_text())
+def load_manifest(parity: Path, fixture: str) -> dict:
+    return json.loads((parity / f"{fixture}_manifest.json").read_text())
 
 
 @functools.lru_cache(maxsize=2)
-def official_variables(shared: Path, fixture: str) -> dict[str, np.ndarray]:
+def official_variables(parity: Path, fixture: str) -> dict[str, np.ndarray]:
     """Checkpoint variable name (without /.ATTRIBUTES/VARIABLE_VALUE) → float32 array, hashes verified."""
     arrays = {}
-    for entry in load_manifest(shared, fixture)["variables"]:
+    for entry in load_manifest(parity, fixture)["variables"]:
         array = array_for(entry)
         digest = hashlib.sha256(np.ascontiguousarray(array, dtype="<f4").tobytes()).hexdigest()
         if digest != entry["sha256"]:
@@ -41,9 +41,9 @@ def official_variables(shared: Path, fixture: str) -> dict[str, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=2)
-def golden_outputs(shared: Path, fixture: str) -> dict[str, np.ndarray]:
+def golden_outputs(parity: Path, fixture: str) -> dict[str, np.ndarray]:
     """The stored official outputs, key → array (TF layouts: NHWC maps, [B, N, C] per-query tensors)."""
-    with np.load(shared / "fixtures" / "deeplab2_parity" / f"{fixture}.npz") as data:
+    with np.load(parity / f"{fixture}.npz") as data:
         return {key: data[key] for key in data.files}
 
 

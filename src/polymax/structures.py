@@ -218,12 +218,14 @@ class SegmentInfo:
 class Result:
     """The answer of one task for one image at its original size (H, W).
 
-    probabilities: (K, H, W) float32 per-cluster probability maps, only when asked for.
+    probabilities: (K, H, W) float32 per-cluster probability maps, only when asked for; clusters: then what each
+    cluster stands for, (sort key, caption) per cluster (the task's ``cluster_captions``, e.g. its bin depth).
     """
 
     task: str
     size: tuple[int, int]
     probabilities: np.ndarray | None = None
+    clusters: list[tuple[float, str]] | None = None
 
 
 @dataclass

@@ -122,3 +122,19 @@ def test_nothing_to_predict_or_bad_model_is_a_one_line_error(tmp_path, depth_dir
     assert main(["predict", str(image), "--model", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_overlay_and_captioned_probabilities(tmp_path, depth_dir):
+    image = _photo(tmp_path / "room.png", 30, 40, seed=3)
+    out = tmp_path / "out"
+    assert main(["predict", str(image), "--model", str(depth_dir), "--out", str(out), "--overlay",
+                 "--probabilities", "--no-progress"]) == 0
+    overlay = Image.open(out / "room_depth_overlay.png")
+    assert overlay.width > 40 and overlay.height >= 150                    # the map, then its colour bar
+    assert np.asarray(overlay)[:30, :40].std() > 0
+    result = Predictor.from_pretrained(depth_dir).predict(np.asarray(Image.open(image)), probabilities=True)
+    assert len(result.clusters) == result.probabilities.shape[0] == 16
+    assert all(caption.endswith(" m") for _, caption in result.clusters)  # each cluster's bin depth
+    mosaic = Image.open(out / "room_probabilities.png")
+    assert mosaic.height > 2 * 30                                           # two rows of captioned tiles
+    assert not (out / "room_depth_overlay.png").samefile(out / "room_depth_color.png")

@@ -91,3 +91,14 @@ def test_existing_checkpoint_needs_resume(tmp_path, capsys):
 def test_eval_of_a_missing_model_is_a_user_error(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_warm_up_chosen_for_the_run_and_no_progress(capsys):
+    assert main(["train", "--preset", "kmax_tiny_test", "--steps", "30", "--no-progress", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("warm-up: 1 steps (1/30 of 30")
+    assert "warmup_steps: 1\n" in out and "progress: false\n" in out
+    assert main(["train", "--preset", "kmax_tiny_test", "--steps", "30", "--set", "optim.warmup_steps=12",
+                 "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "warm-up:" not in out and "warmup_steps: 12\n" in out and "progress: true\n" in out

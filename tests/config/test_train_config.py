@@ -111,3 +111,29 @@ def test_model_overrides_in_a_recipe(tmp_path):
     path.write_text("model: {overrides: {kmax_decoder.hidden: wide}}\n")
     with pytest.raises(UserError, match="expects int"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("steps", "warmup"), [(30, 1), (2000, 67), (150_000, 5000), (400_000, 5000)])
+def test_warm_up_scales_with_the_run_without_a_recipe(steps, warmup):
+    notes: list[str] = []
+    config = load_config(overrides=[f"steps={steps}"], notes=notes)
+    assert config.optim.warmup_steps == warmup
+    assert notes == [f"warm-up: {warmup} steps (1/30 of {steps}, at most 5000; --set optim.warmup_steps=N to choose)"]
+
+
+def test_explicit_warm_up_stays_as_written(tmp_path):
+    notes: list[str] = []
+    assert load_config(overrides=["steps=30", "optim.warmup_steps=7"], notes=notes).optim.warmup_steps == 7
+    recipe = load_config(CONFIGS[0].parent / "kmax_r50_coco.yaml", overrides=["steps=30"], notes=notes)
+    assert recipe.optim.warmup_steps == 5000 and notes == []
+    path = tmp_path / "recipe.yaml"
+    path.write_text("optim: {warmup_steps: 0}\n")
+    assert load_config(path, overrides=["steps=2000"]).optim.warmup_steps == 0
+
+
+def test_a_hand_built_config_gets_a_warm_up_for_its_length():
+    from polymax.config.train import fill_step_defaults
+
+    config, notes = fill_step_defaults(TrainConfig(steps=300))
+    assert config.optim.warmup_steps == 10 and len(notes) == 1
+    assert fill_step_defaults(config) == (config, [])       # settled values are left alone

@@ -25,15 +25,15 @@ CASES = [(fixture, form) for fixture in sorted(FIXTURES) for form in ("built", "
 
 
 @functools.cache
-def _run(shared, fixture: str, form: str):
+def _run(parity, fixture: str, form: str):
     model = build_model(FIXTURES[fixture])
-    missing, unexpected = model.load_state_dict(state_dict_from_variables(model, official_variables(shared, fixture)),
+    missing, unexpected = model.load_state_dict(state_dict_from_variables(model, official_variables(parity, fixture)),
                                                 strict=False)
     assert not unexpected and all(key.endswith("num_batches_tracked") for key in missing)
     model.eval()
     if form == "optimised":
         model = optimise_for_inference(model)
-    golden = golden_outputs(shared, fixture)
+    golden = golden_outputs(parity, fixture)
     images = torch.from_numpy(golden["input_image"]).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         features = model.backbone(model.preprocess(images))
@@ -48,8 +48,8 @@ def _nhwc(x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("fixture", "form"), CASES)
-def test_every_stored_tensor_matches(shared, fixture, form):
-    model, golden, features, pixels, centres, run = _run(shared, fixture, form)
+def test_every_stored_tensor_matches(parity, fixture, form):
+    model, golden, features, pixels, centres, run = _run(parity, fixture, form)
     prediction = run.final
     ours = {f"backbone/stage{i}": _nhwc(getattr(features, f"stage{i}")) for i in (2, 3, 4, 5)}
     ours.update({"pixel_decoder/decoder_stage1": _nhwc(pixels.os32),
@@ -80,11 +80,11 @@ def test_every_stored_tensor_matches(shared, fixture, form):
 
 
 @pytest.mark.parametrize(("fixture", "form"), CASES)
-def test_post_processed_maps_match(shared, fixture, form):
-    model, golden, _, _, _, run = _run(shared, fixture, form)
+def test_post_processed_maps_match(parity, fixture, form):
+    model, golden, _, _, _, run = _run(parity, fixture, form)
     prediction = run.final
     info = model.config.dataset
-    for variant, s in load_manifest(shared, fixture)["post_processing"].items():
+    for variant, s in load_manifest(parity, fixture)["post_processing"].items():
         processor = PanopticPostProcessor(
             thing_classes=info.thing_classes, num_classes=info.num_classes, ignore_label=info.ignore_label,
             label_divisor=info.label_divisor, pixel_confidence=s["pixel_confidence_threshold"],

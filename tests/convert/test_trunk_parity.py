@@ -1,6 +1,6 @@
 """The trunk (backbone + pixel decoder) loaded through convert_trunk reproduces the official deeplab2 outputs.
 
-Fixtures: shared/fixtures/deeplab2_parity (README §5, §8): every float array within max|Δ| ≤ 1e-4·max|ref|.
+Fixtures: tests/fixtures/deeplab2_parity (README §5, §8): every float array within max|Δ| ≤ 1e-4·max|ref|.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ def _split(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
 
 
 @pytest.fixture(scope="module", params=sorted(BACKBONES))
-def converted(request, shared):
+def converted(request, parity):
     fixture = request.param
-    variables = official_variables(shared, fixture)
+    variables = official_variables(parity, fixture)
     with torch.device("meta"):      # every value comes from the checkpoint: skip the (slow) initialisation
         backbone = BACKBONES[fixture]()
         decoder = KMaXPixelDecoder(in_channels=backbone.channels)
@@ -47,9 +47,9 @@ def test_every_trunk_variable_is_consumed(converted) -> None:
     assert consumed == trunk
 
 
-def test_trunk_matches_the_official_outputs(converted, shared) -> None:
+def test_trunk_matches_the_official_outputs(converted, parity) -> None:
     fixture, _, _, backbone, decoder = converted
-    golden = golden_outputs(shared, fixture)
+    golden = golden_outputs(parity, fixture)
     image = torch.from_numpy(golden["input_image"]).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         features = backbone(image / 127.5 - 1)
@@ -63,8 +63,8 @@ def test_trunk_matches_the_official_outputs(converted, shared) -> None:
     print(f"\n{fixture}: " + ", ".join(f"{name} {ratio:.2g}" for name, ratio in ratios.items()))
 
 
-def test_missing_and_misshaped_variables_are_user_errors(shared) -> None:
-    variables = dict(official_variables(shared, "coco_r50"))
+def test_missing_and_misshaped_variables_are_user_errors(parity) -> None:
+    variables = dict(official_variables(parity, "coco_r50"))
     with torch.device("meta"):
         backbone, decoder = resnet50(), KMaXPixelDecoder(in_channels=(64, 256, 512, 1024, 2048))
         convnext = convnext_tiny()

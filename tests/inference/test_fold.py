@@ -86,12 +86,12 @@ def test_every_conv_bn_pair_of_the_trunk_is_folded() -> None:
 
 
 @pytest.mark.slow
-def test_folded_trunk_reproduces_the_official_outputs(shared) -> None:
+def test_folded_trunk_reproduces_the_official_outputs(parity) -> None:
     from polymax.convert.deeplab2_trunk import convert_trunk
     from polymax.model.backbones import resnet50
     from polymax.model.pixel_decoder import KMaXPixelDecoder
 
-    variables = official_variables(shared, "coco_r50")
+    variables = official_variables(parity, "coco_r50")
     with torch.device("meta"):
         backbone = resnet50()
         decoder = KMaXPixelDecoder(in_channels=backbone.channels)
@@ -102,7 +102,7 @@ def test_folded_trunk_reproduces_the_official_outputs(shared) -> None:
         if name.endswith("num_batches_tracked"):
             buffer.zero_()
     trunk = fold_batch_norms(trunk).to(memory_format=torch.channels_last)
-    golden = golden_outputs(shared, "coco_r50")
+    golden = golden_outputs(parity, "coco_r50")
     image = torch.from_numpy(golden["input_image"]).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         features = trunk["backbone"]((image / 127.5 - 1).contiguous(memory_format=torch.channels_last))

@@ -182,3 +182,33 @@ def test_newer_checkpoint_version_is_refused_with_a_clear_message(tmp_path, dept
     (directory / "config.json").write_text(json.dumps(header))
     with pytest.raises(UserError, match="newer or different version of polymax"):
         polymax.load_model(directory)
+
+
+def test_a_huge_image_is_shrunk_before_the_network_and_mapped_back(depth_model):
+    image = _image(300, 500)
+    capped = Predictor(depth_model, resize="none", max_size=100)
+    plan = capped.geometry((300, 500))
+    assert plan.content == (60, 100) and plan.network == (65, 129) and plan.original == (300, 500)
+    result = capped.predict(image)
+    assert result.depth.shape == (300, 500)                        # written at the image's full size
+    # The same as predicting the image shrunk beforehand (in uint8, antialiased) and resizing the answer.
+    small = np.asarray(Image.fromarray(image).resize((100, 60), Image.BILINEAR))
+    expected = Predictor(depth_model, resize="none", max_size=None).predict(small).depth
+    assert np.abs(result.depth[::5, ::5] - expected).max() < 0.05 * float(expected.max())
+    # Images within the cap are not touched: the default cap changes nothing for them.
+    uncapped = Predictor(depth_model, max_size=None).predict(image).depth
+    np.testing.assert_array_equal(Predictor(depth_model, max_size=500).predict(image).depth, uncapped)
+
+
+def test_the_prepared_input_of_a_capped_image_is_never_full_size_float(depth_model, monkeypatch):
+    import polymax.inference.predictor as module
+
+    seen = []
+    original = module.resize_bilinear
+
+    def spy(maps, size):
+        seen.append((maps.dtype, tuple(maps.shape[-2:])))
+        return original(maps, size)
+    monkeypatch.setattr(module, "resize_bilinear", spy)
+    Predictor(depth_model, max_size=200).predict(_image(400, 800))
+    assert seen and all(shape[1] <= 200 for _, shape in seen)      # the float resize starts at the capped size

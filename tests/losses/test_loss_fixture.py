@@ -54,8 +54,8 @@ def _criterion(sample_k: int) -> KMaXCriterion:
 
 
 @pytest.fixture(scope="module")
-def golden(shared) -> dict[str, np.ndarray]:
-    return golden_outputs(shared, FIXTURE)
+def golden(parity) -> dict[str, np.ndarray]:
+    return golden_outputs(parity, FIXTURE)
 
 
 def test_ground_truth_conversion_matches_deeplab2(golden):
@@ -95,9 +95,9 @@ def _relative_errors(golden: dict[str, np.ndarray], group: str, sample_k: int, s
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_loss_terms_match_deeplab2(golden, shared, seed):
+def test_loss_terms_match_deeplab2(golden, parity, seed):
     # K = 1014 = every non-void pixel, so the sample order (the seed) must not matter.
-    manifest_terms = load_manifest(shared, FIXTURE)["loss"]["terms"]
+    manifest_terms = load_manifest(parity, FIXTURE)["loss"]["terms"]
     errors = _relative_errors(golden, "terms", sample_k=1014, seed=seed)
     assert set(errors) == set(manifest_terms) and len(errors) == 30  # 29 terms + total_loss
     worst = {name: error for name, error in errors.items() if error > REL_TOLERANCE}

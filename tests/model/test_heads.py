@@ -77,8 +77,8 @@ def test_training_only_semantic_branch_follows_the_preset():
 @pytest.mark.parametrize("fixture, channels, activation", [("coco_r50", (256, 512, 2048), "relu"),
                                                            ("coco_convnext_tiny", (96, 192, 768), "gelu")])
 @torch.no_grad()
-def test_semantic_decoder_matches_deeplab2(shared, fixture, channels, activation):
-    golden = golden_outputs(shared, fixture)
+def test_semantic_decoder_matches_deeplab2(parity, fixture, channels, activation):
+    golden = golden_outputs(parity, fixture)
     model = nn.Module()
     model.kmax_decoder = nn.Module()
     model.kmax_decoder.layers = []
@@ -86,7 +86,7 @@ def test_semantic_decoder_matches_deeplab2(shared, fixture, channels, activation
                                                   endpoint_activation=activation)
     mapping = {key: entry for key, entry in head_mapping(model).items() if key.startswith("semantic_branch.")}
     wanted = {name for name, _ in mapping.values()}
-    variables = {e["name"]: array_for(e) for e in load_manifest(shared, fixture)["variables"] if e["name"] in wanted}
+    variables = {e["name"]: array_for(e) for e in load_manifest(parity, fixture)["variables"] if e["name"] in wanted}
     state = {key[len("semantic_branch."):]: torch.from_numpy(np.ascontiguousarray(transform(variables[name])))
              for key, (name, transform) in mapping.items()}
     model.semantic_branch.load_state_dict(state, strict=False)

@@ -26,11 +26,11 @@ def _heads(num_queries: int = 128, num_classes: int = 133) -> nn.Module:
     return model
 
 
-def _load_fixture_heads(shared, fixture: str) -> nn.Module:
+def _load_fixture_heads(parity, fixture: str) -> nn.Module:
     model = _heads()
     wanted = {name for name, _ in head_mapping(model).values()}
     # Regenerate only the decoder / head variables (the trunk's are not needed here).
-    variables = {e["name"]: array_for(e) for e in load_manifest(shared, fixture)["variables"] if e["name"] in wanted}
+    variables = {e["name"]: array_for(e) for e in load_manifest(parity, fixture)["variables"] if e["name"] in wanted}
     state = {key: torch.from_numpy(np.ascontiguousarray(transform(variables[name])))
              for key, (name, transform) in head_mapping(model).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -46,9 +46,9 @@ def _pixels(golden: dict) -> PixelFeatures:
 
 @pytest.mark.parametrize("fixture", ["coco_r50", "coco_convnext_tiny"])
 @torch.no_grad()
-def test_decoder_and_heads_match_deeplab2(shared, fixture):
-    golden = golden_outputs(shared, fixture)
-    model = _load_fixture_heads(shared, fixture)
+def test_decoder_and_heads_match_deeplab2(parity, fixture):
+    golden = golden_outputs(parity, fixture)
+    model = _load_fixture_heads(parity, fixture)
     pixels = _pixels(golden)
     centres = model.kmax_decoder(pixels)
     final = model.heads.panoptic(model.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings),

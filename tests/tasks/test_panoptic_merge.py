@@ -32,8 +32,8 @@ def _class_logits(classes: list[int], num_classes: int = 2, confident: bool = Tr
 
 
 @pytest.mark.parametrize("fixture", ["coco_r50", "coco_convnext_tiny"])
-def test_maps_match_deeplab2(shared, fixture):
-    golden, manifest = golden_outputs(shared, fixture), load_manifest(shared, fixture)
+def test_maps_match_deeplab2(parity, fixture):
+    golden, manifest = golden_outputs(parity, fixture), load_manifest(parity, fixture)
     info = dataset_info("coco_panoptic")
     mask_logits = torch.from_numpy(nhwc_to_nchw(golden["pred/pixel_space_mask_logits"]))
     class_logits = torch.from_numpy(golden["pred/transformer_class_logits"])   # COCO: same channel order as ours
@@ -140,3 +140,23 @@ def test_output_maps_are_brought_to_the_input_size():
     # The softmax runs on the network input (padding cropped), as the panoptic merge does.
     expected = resize_to_input(output.mask_logits[1:], (100, 150)).softmax(dim=1)[0]
     torch.testing.assert_close(probabilities, expected)
+
+
+@pytest.mark.parametrize("fixture", ["coco_r50"])
+def test_banded_softmax_changes_memory_only(parity, fixture):
+    """Mask-wise merging thresholds the softmax a band of rows at a time; any band height gives the same maps."""
+    golden = golden_outputs(parity, fixture)
+    info = dataset_info("coco_panoptic")
+    mask_logits = torch.from_numpy(nhwc_to_nchw(golden["pred/pixel_space_mask_logits"]))
+    class_logits = torch.from_numpy(golden["pred/transformer_class_logits"])
+    results = []
+    for band_rows in (7, 129):
+        processor = PanopticPostProcessor(thing_classes=info.thing_classes, num_classes=info.num_classes,
+                                          ignore_label=255, label_divisor=256, thing_confidence=0.0,
+                                          stuff_confidence=0.0)
+        processor.band_rows = band_rows
+        results.append(processor(mask_logits, class_logits, (129, 129))[0])
+    banded, whole = results
+    assert len(whole.segments) > 3
+    for name in ("panoptic", "semantic", "mask_id"):
+        assert torch.equal(getattr(banded, name), getattr(whole, name)), name

@@ -77,3 +77,24 @@ def test_unwritable_output_folder(tmp_path):
     blocker.write_text("")
     result = _cli("--out", str(blocker / "sub"), "--tasks", "semantic")
     assert result.returncode == 2 and "cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_runs_write_identical_metrics(tmp_path):
+    """Seeded, one thread, deterministic algorithms: the same machine gives the same metrics.json byte for byte."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(polymax.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    written = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        result = subprocess.run([sys.executable, "-m", "polymax", "demo", "--quick", "--steps-scale", "0.05",
+                                 "--tasks", "semantic", "--out", str(out), "--no-progress"],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "Warning" not in result.stderr, result.stderr
+        written.append((out / "metrics.json").read_bytes())
+    assert written[0] == written[1]

@@ -52,6 +52,18 @@ def build_parser(load_verb: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
+    name = f"polymax {verb}" if verb in VERBS else "polymax"
+    try:  # Ctrl-C at any moment, start-up (imports, building the model) included, ends with the same line
+        return _main(argv, verb)
+    except UserError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str], verb: str | None) -> int:
     parser = build_parser(load_verb=verb if verb in VERBS else None)
     args = parser.parse_args(argv)
     if args.version:
@@ -63,14 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv else 2
     from polymax.runtime import keep_freed_memory
     keep_freed_memory()                 # large feature maps reuse freed memory (polymax/runtime.py)
-    try:
-        return int(args._run(args) or 0)
-    except UserError as error:
-        print(f"polymax {args.verb}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"polymax {args.verb}: interrupted", file=sys.stderr)
-        return 130
+    return int(args._run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
 from polymax.errors import UserError
 
 HELP = "inspect a data set: sample count, labels present, class histogram, depth range"
@@ -47,6 +45,8 @@ def inspect_dataset(dataset, *, name: str, split: str, limit: int | None = None,
     The first unreadable sample raises its UserError (naming the file) unless ``skip_bad``, in which case
     it is counted under ``skipped`` with its message.
     """
+    import torch  # here, not at the top: `polymax --help` imports every verb's module and must stay fast
+
     info = getattr(dataset, "info", None)
     total = len(dataset)
     count = total if limit is None else min(limit, total)

@@ -14,7 +14,8 @@ HELP = "train small PolyMaX models on synthetic rooms, compare them with trivial
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help="the short version (about two minutes on a 2-core CPU; the default takes about ten)")
+                        help="the short version (about 2 min CPU time, 3-4 min wall on a 2-core CPU; the default "
+                             "takes about 9 min wall)")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out/)")
     parser.add_argument("--tasks", default="semantic,depth,normals,panoptic",
                         help="comma-separated subset of semantic,depth,normals,panoptic")

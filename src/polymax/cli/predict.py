@@ -17,7 +17,8 @@ HELP = "run a model on your images and write pictures and label maps"
 EPILOG = """files per image NAME (at the image's size): NAME_semantic.png (16-bit class ids), NAME_semantic_color.png,
 NAME_panoptic.png (16-bit segment ids) + NAME_segments.json (COCO-panoptic segments_info), NAME_panoptic_color.png,
 NAME_instance.png (16-bit instance ids) + NAME_instances.json, NAME_instance_color.png, NAME_depth.png (16-bit
-millimetres), NAME_depth_color.png, NAME_normals.png (RGB = (n+1)/2), NAME_probabilities.png; with --npy also
+millimetres), NAME_depth_color.png, NAME_normals.png (RGB = (n+1)/2) + NAME_normals_color.png (with the colour key),
+NAME_probabilities.png (--probabilities), NAME_TASK_overlay.png (--overlay); with --npy also
 NAME_depth.npy, NAME_normals.npy, NAME_probabilities.npy. Only the files of the task run are written.
 Grayscale images are repeated into RGB; the alpha channel of RGBA images is dropped."""
 
@@ -38,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "image size (only padded)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="geometry for --resize fit (default: the preset's crop size)")
-    parser.add_argument("--probabilities", action="store_true", help="also write the per-cluster probability maps")
+    parser.add_argument("--max-size", type=int, default=2048, metavar="N",
+                        help="shrink an image whose longer side exceeds N pixels before anything else (default "
+                             "2048; 0: never); the outputs are still written at the image's full size")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write the per-cluster probability maps, each captioned with its cluster's value")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write NAME_TASK_overlay.png: the prediction's colours over the input, with the key")
     parser.add_argument("--npy", action="store_true", help="also write depth / normals / probabilities as .npy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-optimise", action="store_true",
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if not found.images:
         raise UserError("no images to predict: " + "; ".join(found.problems))
     options = {"task": args.task, "batch_size": args.batch_size, "resize": args.resize,
-               "size": tuple(args.size) if args.size else None}
+               "size": tuple(args.size) if args.size else None, "max_size": args.max_size or None}
     if args.onnx:
         if args.device not in ("auto", "cpu"):
             raise UserError(f"--onnx runs on the CPU (onnxruntime); drop --device {args.device}")
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     succeeded = 0
     bar = tqdm(total=len(found.images), unit="image", desc="predict", disable=args.no_progress, file=sys.stderr)
     for start in range(0, len(found.images), args.batch_size):
-        chunk, arrays = [], []
+        chunk, arrays = [], []    # arrays: (H, W, 3) uint8 inputs
         for item in found.images[start: start + args.batch_size]:
             try:
                 arrays.append(load_rgb(item.path))
@@ -87,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
         if not chunk:
             continue
         results = predictor.predict_batch(arrays, probabilities=args.probabilities)
-        for item, result in zip(chunk, results):
+        for item, array, result in zip(chunk, arrays, results):
             try:
                 write_outputs(result, config=predictor.config, out_dir=out_dir, name=item.name,
-                              source=str(item.path), npy=args.npy)
+                              source=str(item.path), npy=args.npy, image=array if args.overlay else None)
                 succeeded += 1
             except UserError as error:
                 failures.append(f"{item.path}: {error}")

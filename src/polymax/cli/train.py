@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 HELP = "train a model"
 
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set optim.lr=1e-4, or a model field, e.g. "
                              "--set model.kmax_decoder.num_queries=32 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -43,9 +45,14 @@ def resolve(args: argparse.Namespace):
 
     flags = {"model.preset": args.preset, "steps": args.steps, "data.batch_size": args.batch_size,
              "out_dir": args.out, "data.dataset": args.dataset, "data.root": args.data_root,
-             "device": args.device, "precision": args.precision, "data.workers": args.workers}
+             "device": args.device, "precision": args.precision, "data.workers": args.workers,
+             "progress": False if args.no_progress else None}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.overrides)
-    config = load_config(args.config, overrides=overrides)
+    notes: list[str] = []
+    config = load_config(args.config, overrides=overrides, notes=notes)
+    if os.environ.get("RANK", "0") == "0":
+        for note in notes:                  # defaults chosen for this run's length, one line each
+            print(note)
     # An unknown preset, or a model override naming a task the preset lacks, fails here before anything is written.
     resolve_config(config.model.preset, **config.model.overrides)
     if config.data.root is not None:
@@ -64,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(config, resume=args.resume)
     if result.interrupted is not None:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"polymax train: interrupted at step {result.step}; checkpoint in {result.checkpoint} (run the same "
+                  "command with --resume to continue)", file=sys.stderr)
         return 128 + int(result.interrupted)  # the shell convention for "terminated by signal N"
     if result.checkpoint is not None and os.environ.get("RANK", "0") == "0":
         print(f"trained {result.step} steps; model and training state in {result.checkpoint}")

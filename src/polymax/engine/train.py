@@ -11,7 +11,8 @@ Guarantees (tested in ``tests/engine``):
   optimiser state — the checkpoint holds model, optimiser, scheduler, every rank's RNG states and the data
   stream position, and sample augmentation depends only on the sample's stream position.
 * A non-finite loss stops all ranks *before* the optimiser step and leaves the last checkpoint untouched.
-* SIGINT / SIGTERM finish the current step, write a checkpoint and return; a second Ctrl-C aborts at once.
+* SIGINT / SIGTERM finish the current step, write a checkpoint and return; a second one aborts at once. The
+  caller's signal handlers are back in place when :func:`fit` returns or raises.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polymax.config.train import TrainConfig
+from polymax.config.train import TrainConfig, fill_step_defaults
 from polymax.engine import distributed
 from polymax.engine.checkpoint import (
     LAST,
@@ -116,6 +117,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
     collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on rank 0.
     """
     context = context or distributed.DistributedContext()
+    config, _ = fill_step_defaults(config)   # a TrainConfig built by hand may leave the warm-up to the run length
     out_dir = Path(config.out_dir)
     device, micro_batches = context.device, config.data.accumulate
     per_rank_batch = config.data.batch_size // (context.world_size * micro_batches)
@@ -294,14 +296,16 @@ def _random_generators(objective: Any) -> dict[str, torch.Generator]:
 
 class StopRequest:
     """Turns the first SIGINT / SIGTERM into a request (``.signal``) that the loop honours after the current
-    step; a second SIGINT raises KeyboardInterrupt immediately. Handlers are restored on exit."""
+    step; a second one of either kind raises KeyboardInterrupt at once (abort without saving). The handlers
+    that were in place are put back on exit, also when the loop raises, so a caller (a test session, a
+    notebook, the demo) gets its own Ctrl-C back when :func:`fit` returns."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
+        if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
         print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
@@ -310,12 +314,15 @@ class StopRequest:
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # signals can only be caught there
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # None: a handler installed outside Python, which cannot be reinstated; the default is the safe choice.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
 
 
 def seed_everything(seed: int) -> None:

@@ -97,14 +97,17 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 RGB 0..255 from a PIL image or a numpy array (the conversion rule above)."""
+    """(H, W, 3) RGB 0..255 from a PIL image or a numpy array (the conversion rule above): uint8 for PIL images
+    and uint8 arrays (no float copy of a large photo is made here), float32 for float arrays."""
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             raise UserError(f"image mode {image.mode!r} is not an 8-bit photo; convert it to RGB first")
-        return np.asarray(image.convert("RGB"), dtype=np.float32)
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
     if not isinstance(image, np.ndarray):
         raise UserError(f"predict takes a PIL image or a numpy array, got {type(image).__name__}")
-    if image.dtype == np.uint8 or np.issubdtype(image.dtype, np.floating):
+    if image.dtype == np.uint8:
+        array = image
+    elif np.issubdtype(image.dtype, np.floating):
         array = image.astype(np.float32)
     else:
         raise UserError(f"image arrays must be uint8 (0..255) or float (0..255), got dtype {image.dtype}")
@@ -116,7 +119,7 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
         raise UserError(f"image arrays must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}{hint}")
     if min(array.shape[:2]) < 1:
         raise UserError(f"image is empty: shape {image.shape}")
-    if not np.isfinite(array).all():
+    if array.dtype != np.uint8 and not np.isfinite(array).all():
         raise UserError("image contains NaN or infinite values; pass RGB values in 0..255")
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)

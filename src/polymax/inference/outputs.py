@@ -18,13 +18,19 @@ NAME_instance.png               16-bit grey PNG, instance id 1..N per pixel (0 =
                                 ids of NAME_instances.json (same record as NAME_segments.json)
 NAME_instance_color.png         the instances in their class colours, legend                          instance
 NAME_depth.png                  16-bit grey PNG, metric depth in millimetres (clipped to 65535)       depth
-NAME_depth_color.png            colour-mapped depth (near dark blue → far yellow) with its scale      depth
+NAME_depth_color.png            colour-mapped depth (near dark blue → far yellow), colour bar in m    depth
 NAME_depth.npy                  float32 (H, W) metres — with ``npy=True``                             depth
 NAME_normals.png                RGB = (n + 1) / 2 · 255 per pixel, n = unit normal (x, y, z)          normals
+NAME_normals_color.png          the same colours with a key to the colour code                        normals
 NAME_normals.npy                float32 (H, W, 3) unit vectors — with ``npy=True``                    normals
-NAME_probabilities.png          mosaic of the K per-cluster probability maps (0 dark → 1 yellow)      when asked
+NAME_TASK_overlay.png           the colour map laid over the input, with its key — with ``image``     every task
+NAME_probabilities.png          the K per-cluster probability maps, each captioned with its cluster's  when asked
+                                value (class, bin depth, normal), one scale from 0 (blue) to the max
 NAME_probabilities.npy          float16 (K, H, W) — when asked and with ``npy=True``                  when asked
 ==============================  ===================================================================  ===========
+
+Every colour picture carries its key: a legend of the classes shown and of void (black), the depth colour bar in
+metres, or the normal colour code.
 """
 
 from __future__ import annotations
@@ -32,30 +38,41 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 from polymax.structures import Result
 from polymax.tasks import get_task
 from polymax.tasks.base import Picture
-from polymax.tasks.visualize import probability_grid
+from polymax.tasks.keys import overlay, with_key
+from polymax.tasks.visualize import cluster_panel
 
 _GRID_TILE = 128   # longest side of one probability map in the mosaic
 
 
-def pictures(result: Result, config: ModelConfig) -> list[Picture]:
-    """The colour pictures of the result's task, then the probability mosaic when the result holds one."""
-    shown = list(get_task(result.task).pictures(result, config))
+def pictures(result: Result, config: ModelConfig, *, image: np.ndarray | None = None) -> list[Picture]:
+    """The colour pictures of the result's task; with ``image`` ((H, W, 3) uint8, the input) also the colour map
+    laid over it; then the captioned probability maps when the result holds them."""
+    task = get_task(result.task)
+    shown = list(task.pictures(result, config))
+    if image is not None:
+        colors = task.picture_map(result, config)
+        key = task.key([result], config, height=colors.shape[0])
+        shown.append(Picture(f"{result.task}_overlay", f"{result.task} on the input",
+                             with_key(overlay(image, colors), key)))
     if result.probabilities is not None:
-        shown.append(Picture("probabilities", f"{len(result.probabilities)} cluster probabilities",
-                             Image.fromarray(probability_grid(_shrink(result.probabilities)))))
+        probabilities = _shrink(result.probabilities)
+        tile = min(_GRID_TILE, max(probabilities.shape[1:]))
+        shown.append(Picture("probabilities", f"{len(probabilities)} cluster probabilities",
+                             cluster_panel(probabilities, result.clusters or [], tile_height=tile,
+                                           title=f"{result.task}: per-cluster probability maps")))
     return shown
 
 
 def write_outputs(result: Result, *, config: ModelConfig, out_dir: str | Path, name: str,
-                  source: str | None = None, npy: bool = False) -> list[Path]:
-    """Write the files of the table above under ``out_dir`` (``name`` may hold sub-folders); returns them."""
+                  source: str | None = None, npy: bool = False, image: np.ndarray | None = None) -> list[Path]:
+    """Write the files of the table above under ``out_dir`` (``name`` may hold sub-folders); returns them.
+    ``image``: the input at its own size, for the overlay picture (None: no overlay)."""
     base = Path(out_dir) / name
     written: list[Path] = []
 
@@ -68,7 +85,7 @@ def write_outputs(result: Result, *, config: ModelConfig, out_dir: str | Path, n
             raise UserError(f"cannot write {path}: {error.strerror or error}") from error
         written.append(path)
 
-    for picture in pictures(result, config):
+    for picture in pictures(result, config, image=image):
         save(f"{picture.key}.png", picture.image.save)
     get_task(result.task).write_files(result, config, save, base_name=base.name, source=source, npy=npy)
     if result.probabilities is not None and npy:

@@ -21,6 +21,11 @@ in training and evaluation.
 
 Batching: ``predict_batch`` runs up to ``batch_size`` images per forward pass; images whose padded sizes
 differ go in separate passes, so every result equals the one-image result (no extra padding).
+
+Memory: an image whose longer side exceeds ``max_size`` (default 2048) is first shrunk to it, in uint8 with an
+antialiasing filter, before any float copy exists; the network then sees the geometry above and the results are
+still mapped back to the image's full size. So a 12-megapixel photo costs what a 2048-pixel one does, plus the
+full-size result maps (e.g. 4000 × 3000: int64 panoptic ids 96 MB, int32 classes 48 MB).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from polymax.tasks import get_task
 from polymax.tasks.base import output_slice, probabilities_at_input
 
 PAD_VALUE = 127.5  # pixel value that the model's normalisation maps to 0
+MAX_SIZE = 2048    # longer side beyond which an image is shrunk (uint8) before anything else
 
 
 class Predictor:
@@ -57,11 +63,12 @@ class Predictor:
         resize: 'fit' (into ``size``, default) or 'none' (the network sees the image's own size).
         size: the (H, W) geometry for 'fit'; default the preset's crop size (a static graph's input size).
         optimise: run an inference-optimised copy of a PyTorch model (:class:`TorchRunner`; default on).
+        max_size: longer side beyond which an image is shrunk first (None: never; see the module docstring).
     """
 
     def __init__(self, model: nn.Module | Runner, *, task: str | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 1, resize: str = "fit", size: tuple[int, int] | None = None,
-                 optimise: bool = True) -> None:
+                 optimise: bool = True, max_size: int | None = MAX_SIZE) -> None:
         if isinstance(model, nn.Module):
             self.runner: Runner = TorchRunner(model, task=task, device=device, optimise=optimise)
         else:
@@ -84,7 +91,9 @@ class Predictor:
         self.size = tuple(fixed or size or self.config.crop_size)
         if len(self.size) != 2 or min(self.size) < 1:
             raise UserError(f"size must be two positive numbers (H, W), got {self.size}")
-        self.batch_size, self.resize = batch_size, resize
+        if max_size is not None and max_size < 33:
+            raise UserError(f"max size must be at least 33 pixels, got {max_size}")
+        self.batch_size, self.resize, self.max_size = batch_size, resize, max_size
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **options) -> Predictor:
@@ -123,16 +132,30 @@ class Predictor:
         """Where an image of size ``original`` (H, W) goes inside the network's input."""
         original = (int(original[0]), int(original[1]))
         if self.resize == "none":
-            return Geometry(original, original, padded_size(original))
+            content = self._capped(original)
+            return Geometry(original, content, padded_size(content))
         scale = min(self.size[0] / original[0], self.size[1] / original[1])
         content = tuple(min(max(1, round(n * scale)), limit) for n, limit in zip(original, self.size))
         network = self.runner.fixed_size or padded_size(self.size)
         return Geometry(original, content, tuple(network))
 
+    def _capped(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``size`` shrunk so that its longer side is at most ``max_size`` (aspect ratio kept)."""
+        if self.max_size is None or max(size) <= self.max_size:
+            return tuple(size)
+        scale = self.max_size / max(size)
+        return tuple(max(1, round(n * scale)) for n in size)
+
     def _prepare(self, array: np.ndarray, plan: Geometry) -> Tensor:
-        """(H, W, 3) 0..255 → (1, 3, H_net, W_net): resized into the content box, padded with 127.5."""
-        image = torch.from_numpy(array).permute(2, 0, 1)[None]
-        if plan.content != plan.original:
+        """(H, W, 3) uint8 or float 0..255 → (1, 3, H_net, W_net) float32: shrunk to ``max_size`` first if larger
+        (uint8, antialiased: no full-size float copy), resized into the content box, padded with 127.5."""
+        capped = self._capped(array.shape[:2])
+        if capped != tuple(array.shape[:2]):
+            array = _shrink(array, capped)
+        if not array.flags.writeable:       # torch warns on read-only memory; a uint8 copy is cheap
+            array = array.copy()
+        image = torch.from_numpy(array).permute(2, 0, 1)[None].float()
+        if tuple(image.shape[-2:]) != plan.content:
             image = resize_bilinear(image, plan.content)
         pad_h, pad_w = plan.network[0] - plan.content[0], plan.network[1] - plan.content[1]
         return F.pad(image, (0, pad_w, 0, pad_h), value=PAD_VALUE)
@@ -142,4 +165,15 @@ class Predictor:
         result = self._decode(output, plan)
         if probabilities:
             result.probabilities = probabilities_at_input(output, plan).cpu().numpy()
+            result.clusters = get_task(self.task).cluster_captions(output, self.config)
         return result
+
+
+def _shrink(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) → (h, w, 3) smaller, with PIL's antialiased bilinear filter; uint8 stays uint8 (float arrays,
+    which already cost a full-size float copy, go through torch's antialiased resize)."""
+    if array.dtype == np.uint8:
+        return np.array(Image.fromarray(array).resize((size[1], size[0]), Image.BILINEAR))   # writable
+    image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+    shrunk = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return shrunk[0].permute(1, 2, 0).contiguous().numpy()

@@ -165,14 +165,17 @@ def serve(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 8000,
     address, bound_port = server.server_address[:2]
     print(f"serving {predictor.config.preset} ({predictor.task}) on http://{address}:{bound_port}/ (Ctrl-C to stop)",
           flush=True)
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)   # `kill` stops it as cleanly as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _interrupt)   # `kill` stops it as cleanly as Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:
         server.server_close()
+        if previous is not None:                               # the caller's handler, back in place
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum, frame) -> None:

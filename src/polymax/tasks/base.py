@@ -154,6 +154,13 @@ class Task:
         truth) sets the colour scale of a continuous map, so that a prediction and its truth share one."""
         raise NotImplementedError(f"the {self.name} task has no colour map")
 
+    def key(self, results: Sequence[Result], config: ModelConfig, *, reference: Result | None = None,
+            height: int = 150) -> Any:
+        """A PIL image that explains the colours ``picture_map`` gives ``results`` (a legend of the classes shown
+        and void, a colour bar in metres on ``reference``'s scale, the normal colour code); ``height``: the height
+        of the pictures it stands beside. None when the colours need no key."""
+        return None
+
     def range_note(self, result: Result) -> str:
         """A short note on the value range ``picture_map`` shows for ``result`` (e.g. '0.8-5.1 m'); '' if none."""
         return ""

@@ -24,8 +24,9 @@ from polymax.model.heads.depth import DepthHead
 from polymax.model.heads.per_pixel import PerPixelDepthHead
 from polymax.structures import DepthOutput, DepthResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
+from polymax.tasks.keys import depth_bar, with_key
 from polymax.tasks.segmentation import save_uint16
-from polymax.tasks.visualize import colorize_depth, with_depth_scale
+from polymax.tasks.visualize import colorize_depth
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample
@@ -75,9 +76,8 @@ class DepthTask(Task):
         return decode_depth
 
     def pictures(self, result: DepthResult, config: ModelConfig) -> list[Picture]:
-        low, high = float(np.min(result.depth)), float(np.max(result.depth))
-        rgb = colorize_depth(result.depth, min_depth=low, max_depth=max(high, low + 1e-6))
-        return [Picture("depth_color", "depth", with_depth_scale(rgb, low, high))]
+        rgb = self.picture_map(result, config)
+        return [Picture("depth_color", "depth", with_key(rgb, self.key([result], config, height=rgb.shape[0])))]
 
     def write_files(self, result: DepthResult, config: ModelConfig, save: Saver, *, base_name: str,
                     source: str | None, npy: bool) -> None:
@@ -111,6 +111,13 @@ class DepthTask(Task):
         """Colour-mapped depth on the range of ``reference`` (default: the result's own valid range)."""
         low, high = depth_range(reference if reference is not None else result)
         return colorize_depth(result.depth, min_depth=low, max_depth=high)
+
+    def key(self, results: Sequence[DepthResult], config: ModelConfig, *, reference: DepthResult | None = None,
+            height: int = 150):
+        """The colour bar in metres on the scale ``picture_map`` uses (``reference``'s range, or the first
+        result's); at most 300 pixels tall beside a large picture."""
+        low, high = depth_range(reference if reference is not None else results[0])
+        return depth_bar(low, high, height=min(max(height, 150), 300))
 
     def range_note(self, result: DepthResult) -> str:
         low, high = depth_range(result)

@@ -6,6 +6,7 @@ losses on panoptic labels); evaluates COCO mask AP with pycocotools (the ``coco`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,9 +16,10 @@ from polymax.config.model import ModelConfig, TaskConfig
 from polymax.metrics import InstanceMetrics
 from polymax.structures import SegmentationOutput, SegmentationResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
+from polymax.tasks.keys import with_key
 from polymax.tasks.panoptic import PanopticDecoder, PanopticTask, panoptic_map, segment_id_map, segments_record
-from polymax.tasks.segmentation import save_uint16, segment_classes
-from polymax.tasks.visualize import colorize_panoptic, with_legend
+from polymax.tasks.segmentation import INSTANCES_TITLE, class_key, panoptic_classes, save_uint16, segment_classes
+from polymax.tasks.visualize import colorize_panoptic
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample
@@ -57,8 +59,8 @@ class InstanceTask(Task):
         info = config.dataset
         rgb = colorize_panoptic(result.panoptic, colors=info.colors, num_classes=info.num_classes,
                                 label_divisor=info.label_divisor, ignore_label=info.ignore_label)
-        present = sorted({s.category for s in result.segments or []})
-        return [Picture("instance_color", "instances", with_legend(rgb, info.class_names, info.colors, present))]
+        key = class_key([panoptic_classes(result, config)], config, title=INSTANCES_TITLE)
+        return [Picture("instance_color", "instances", with_key(rgb, key))]
 
     def write_files(self, result: SegmentationResult, config: ModelConfig, save: Saver, *, base_name: str,
                     source: str | None, npy: bool) -> None:
@@ -80,6 +82,10 @@ class InstanceTask(Task):
     def picture_map(self, result: SegmentationResult, config: ModelConfig, *,
                     reference: SegmentationResult | None = None) -> np.ndarray:
         return panoptic_map(result.panoptic, config)
+
+    def key(self, results: Sequence[SegmentationResult], config: ModelConfig, *,
+            reference: SegmentationResult | None = None, height: int = 150):
+        return class_key([panoptic_classes(r, config) for r in results], config, title=INSTANCES_TITLE)
 
     def cluster_captions(self, output: TaskOutput, config: ModelConfig) -> list[tuple[float, str]]:
         return PanopticTask().cluster_captions(output, config)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig, TaskConfig
@@ -24,6 +23,7 @@ from polymax.model.heads.normals import NormalsHead
 from polymax.model.heads.per_pixel import PerPixelNormalsHead
 from polymax.structures import NormalsOutput, NormalsResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
+from polymax.tasks.keys import normals_key, with_key
 from polymax.tasks.visualize import colorize_normals
 
 if TYPE_CHECKING:
@@ -68,11 +68,15 @@ class NormalsTask(Task):
         return decode_normals
 
     def pictures(self, result: NormalsResult, config: ModelConfig) -> list[Picture]:
-        return [Picture("normals", "surface normals", Image.fromarray(normals_rgb(result.normals)))]
+        rgb = normals_rgb(result.normals)
+        return [Picture("normals_color", "surface normals", with_key(rgb, self.key([result], config)))]
 
     def write_files(self, result: NormalsResult, config: ModelConfig, save: Saver, *, base_name: str,
                     source: str | None, npy: bool) -> None:
-        """NAME_normals.png is the picture (RGB = (n + 1) / 2 · 255); NAME_normals.npy float32 (H, W, 3)."""
+        """NAME_normals.png: RGB = (n + 1) / 2 · 255 per pixel (data, no key); NAME_normals.npy float32 (H, W, 3)."""
+        from PIL import Image
+
+        save("normals.png", lambda path: Image.fromarray(normals_rgb(result.normals)).save(path))
         if npy:
             save("normals.npy", lambda path: np.save(path, result.normals.astype(np.float32)))
 
@@ -106,6 +110,10 @@ class NormalsTask(Task):
     def picture_map(self, result: NormalsResult, config: ModelConfig, *,
                     reference: NormalsResult | None = None) -> np.ndarray:
         return normals_rgb(result.normals)
+
+    def key(self, results: Sequence[NormalsResult], config: ModelConfig, *, reference: NormalsResult | None = None,
+            height: int = 150):
+        return normals_key()
 
     def cluster_captions(self, output: TaskOutput, config: ModelConfig) -> list[tuple[float, str]]:
         """Each cluster's unit normal (x, y, z), ordered by its vertical component, largest y last (the

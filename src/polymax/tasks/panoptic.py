@@ -23,9 +23,13 @@ from polymax.metrics import PanopticMetrics, SemanticMetrics
 from polymax.model.heads.classification import ClassHead
 from polymax.structures import SegmentationOutput, SegmentationResult, SegmentInfo, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
+from polymax.tasks.keys import with_key
 from polymax.tasks.segmentation import (
+    INSTANCES_TITLE,
     build_postprocessor,
+    class_key,
     kmax_loss_options,
+    panoptic_classes,
     perfect_segmentation,
     require_classes,
     save_uint16,
@@ -33,7 +37,7 @@ from polymax.tasks.segmentation import (
     semantic_picture,
     write_semantic,
 )
-from polymax.tasks.visualize import colorize_panoptic, with_legend
+from polymax.tasks.visualize import colorize_panoptic
 
 if TYPE_CHECKING:
     from polymax.data.sample import Sample
@@ -80,9 +84,8 @@ class PanopticTask(Task):
         info = config.dataset
         rgb = colorize_panoptic(result.panoptic, colors=info.colors, num_classes=info.num_classes,
                                 label_divisor=info.label_divisor, ignore_label=info.ignore_label)
-        present = sorted({s.category for s in result.segments or []})
-        panoptic = Picture(f"{self.name}_color", self.name, with_legend(rgb, info.class_names, info.colors, present))
-        return [panoptic, semantic_picture(result, config)]
+        key = class_key([panoptic_classes(result, config)], config, title=INSTANCES_TITLE)
+        return [Picture(f"{self.name}_color", self.name, with_key(rgb, key)), semantic_picture(result, config)]
 
     def write_files(self, result: SegmentationResult, config: ModelConfig, save: Saver, *, base_name: str,
                     source: str | None, npy: bool) -> None:
@@ -119,6 +122,10 @@ class PanopticTask(Task):
     def picture_map(self, result: SegmentationResult, config: ModelConfig, *,
                     reference: SegmentationResult | None = None) -> np.ndarray:
         return panoptic_map(result.panoptic, config)
+
+    def key(self, results: Sequence[SegmentationResult], config: ModelConfig, *,
+            reference: SegmentationResult | None = None, height: int = 150):
+        return class_key([panoptic_classes(r, config) for r in results], config, title=INSTANCES_TITLE)
 
     def cluster_captions(self, output: TaskOutput, config: ModelConfig) -> list[tuple[float, str]]:
         """Each cluster's class (the per-pixel baseline has no class logits: cluster indices)."""

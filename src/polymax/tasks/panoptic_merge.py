@@ -89,6 +89,7 @@ class PanopticPostProcessor:
         self.reorder_class_weight, self.reorder_mask_weight = reorder_class_weight, reorder_mask_weight
         self.thing_area_limit, self.stuff_area_limit = thing_area_limit, stuff_area_limit
         self.mode = mode
+        self.band_rows = 128   # rows per softmax band in mask-wise merging (memory only: results do not depend on it)
 
     @torch.no_grad()
     def __call__(self, mask_logits: Tensor, class_logits: Tensor, input_size: tuple[int, int]) -> list[PanopticResult]:
@@ -102,36 +103,45 @@ class PanopticPostProcessor:
         logits = resize_to_input(native_logits[None], input_size)[0]               # (K, H, W)
         confidence, classes = class_probs.max(dim=-1)                              # (K,)
         semantic = classes[logits.argmax(dim=0)]                                    # threshold-free pass, (H, W)
-        probs = logits.softmax(dim=0)                                               # (K, H, W)
-        threshold = torch.where(self.is_thing.to(classes.device)[classes], self.thing_confidence.to(probs.device),
-                                self.stuff_confidence.to(probs.device))
+        threshold = torch.where(self.is_thing.to(classes.device)[classes], self.thing_confidence.to(logits.device),
+                                self.stuff_confidence.to(logits.device))
         passes = confidence >= threshold
         if self.mode == "maskwise":
-            mask_id, slot_of_id = self._maskwise(probs, native_logits, confidence, passes)
+            # Only the thresholded masks are kept at input size, (K, H, W) bool, computed a band of rows at a
+            # time (the softmax is per pixel): at 1281² with K = 128 a float copy of the logits is 840 MB.
+            threshold = self.pixel_confidence.to(logits.device)
+            binary = torch.cat([band.softmax(dim=0) > threshold for band in logits.split(self.band_rows, dim=1)],
+                               dim=1)
+            del logits
+            mask_id, slot_of_id = self._maskwise(binary, native_logits, confidence, passes)
         else:
             mask_id, slot_of_id = self._pixelwise(logits, passes)
         return self._merge(mask_id, slot_of_id, classes, confidence, semantic)
 
-    def _maskwise(self, probs: Tensor, native_logits: Tensor, confidence: Tensor, passes: Tensor
+    def _maskwise(self, binary: Tensor, native_logits: Tensor, confidence: Tensor, passes: Tensor
                   ) -> tuple[Tensor, dict[int, int]]:
-        threshold = self.pixel_confidence.to(probs.device)
+        """binary: (K, H, W) probability > pixel confidence at the input size."""
+        threshold = self.pixel_confidence.to(binary.device)
         native_probs = native_logits.softmax(dim=0)                                 # (K, h, w)
         native_binary = native_probs > threshold
         # Mean probability inside each mask at model resolution (0 for an empty mask).
         score = (native_probs * native_binary).flatten(1).sum(dim=1) / native_binary.flatten(1).sum(dim=1).clamp_min(1)
-        binary = probs > threshold                                                  # (K, H, W)
-        area = binary.flatten(1).sum(dim=1)                                         # (K,)
         order_score = confidence.pow(self.reorder_class_weight) * score.pow(self.reorder_mask_weight)
         order = torch.sort(order_score, descending=True, stable=True).indices
         occupied = torch.zeros_like(binary[0])
-        mask_id = torch.zeros(binary.shape[1:], dtype=torch.int64, device=probs.device)
+        mask_id = torch.zeros(binary.shape[1:], dtype=torch.int64, device=binary.device)
         slot_of_id: dict[int, int] = {}
-        overlap = self.overlap.to(probs.device)
+        overlap = self.overlap.to(binary.device)
         for rank, slot in enumerate(order.tolist()):
-            if not passes[slot] or area[slot] == 0:
+            if not passes[slot]:
+                continue
+            # One mask's area at a time: summing all K bool masks at once makes a (K, H·W) int64 copy (1.7 GB at
+            # 1281² with K = 128).
+            area = binary[slot].sum()
+            if area == 0:
                 continue
             free = binary[slot] & ~occupied
-            if not free.sum().float() > overlap * area[slot].float():
+            if not free.sum().float() > overlap * area.float():
                 continue
             mask_id[free] = rank + 1
             occupied |= free

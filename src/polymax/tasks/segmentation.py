@@ -14,8 +14,9 @@ from polymax.errors import UserError
 from polymax.losses.kmax_criterion import KMaXLossWeights
 from polymax.structures import SegmentationOutput, SegmentationResult
 from polymax.tasks.base import Picture, Saver
+from polymax.tasks.keys import legend, with_key
 from polymax.tasks.panoptic_merge import PanopticPostProcessor
-from polymax.tasks.visualize import colorize_semantic, with_legend
+from polymax.tasks.visualize import colorize_semantic
 
 
 def one_hot_logits(index: Tensor, count: int, confidence: float) -> Tensor:
@@ -95,8 +96,29 @@ def semantic_picture(result: SegmentationResult, config: ModelConfig) -> Picture
     info = config.dataset
     rgb = colorize_semantic(result.semantic, colors=info.colors, num_classes=info.num_classes,
                             ignore_label=info.ignore_label)
-    present = [int(c) for c in np.unique(result.semantic) if 0 <= c < info.num_classes]
-    return Picture("semantic_color", "semantic", with_legend(rgb, info.class_names, info.colors, present))
+    return Picture("semantic_color", "semantic", with_key(rgb, class_key([result.semantic], config)))
+
+
+def class_key(class_maps: list[np.ndarray], config: ModelConfig, *, title: str = "classes"):
+    """The legend of the classes that appear in any of the (H, W) class maps, and of void (black: the ignore
+    label, or no segment) when a map has void pixels."""
+    info = config.dataset
+    present: set[int] = set()
+    void = False
+    for classes in class_maps:
+        values = np.unique(classes)
+        real = (values >= 0) & (values < info.num_classes) & (values != info.ignore_label)
+        present |= {int(v) for v in values[real]}
+        void |= bool((~real).any())
+    return legend(info.class_names, info.colors, present=sorted(present), void=void, title=title)
+
+
+def panoptic_classes(result: SegmentationResult, config: ModelConfig) -> np.ndarray:
+    """(H, W) the class of every pixel of a panoptic (or instance) map; void pixels carry the ignore label."""
+    return result.panoptic // config.dataset.label_divisor
+
+
+INSTANCES_TITLE = "classes (instances shaded apart)"
 
 
 def save_uint16(array: np.ndarray, path) -> None:

@@ -27,6 +27,7 @@ from polymax.structures import SegmentationOutput, SegmentationResult, Targets, 
 from polymax.tasks.base import LabelField, Picture, Saver, Task
 from polymax.tasks.panoptic import majority_class, summary
 from polymax.tasks.segmentation import (
+    class_key,
     kmax_loss_options,
     one_hot_logits,
     require_classes,
@@ -122,6 +123,10 @@ class SemanticTask(Task):
         info = config.dataset
         return colorize_semantic(result.semantic, colors=info.colors, num_classes=info.num_classes,
                                  ignore_label=info.ignore_label)
+
+    def key(self, results: Sequence[SegmentationResult], config: ModelConfig, *,
+            reference: SegmentationResult | None = None, height: int = 150):
+        return class_key([r.semantic for r in results], config)
 
     def cluster_captions(self, output: TaskOutput, config: ModelConfig) -> list[tuple[float, str]]:
         """K = C: cluster i is class i, in class order."""

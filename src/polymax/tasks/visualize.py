@@ -106,78 +106,54 @@ def probability_grid(probabilities: np.ndarray, *, columns: int = 8, gap: int = 
     return mosaic
 
 
-def panel(tiles: Sequence[tuple[str, np.ndarray]], *, columns: int | None = None, tile_height: int = 160,
-          title: str | None = None) -> Image.Image:
-    """Titled tiles side by side (wrapped into rows of `columns`); tiles are resized to `tile_height`."""
+def panel(tiles: Sequence[tuple[str, np.ndarray | Image.Image]], *, columns: int | None = None,
+          tile_height: int = 160, title: str | None = None) -> Image.Image:
+    """Captioned tiles side by side (wrapped into rows of ``columns``) under an optional title. Arrays are
+    resized to ``tile_height`` (nearest); PIL images (keys, legends: text) are pasted at their own size. Every
+    cell is as wide as its caption and the canvas as wide as its title, so no text is cut off."""
     font = ImageFont.load_default()
     columns = columns or len(tiles)
-    resized = []
-    for caption, array in tiles:
-        image = Image.fromarray(np.asarray(array, dtype=np.uint8))
-        width = max(1, round(image.width * tile_height / image.height))
-        resized.append((caption, image.resize((width, tile_height), Image.NEAREST)))
+    cells = []
+    for caption, tile in tiles:
+        if isinstance(tile, Image.Image):
+            image = tile
+        else:
+            image = Image.fromarray(np.asarray(tile, dtype=np.uint8))
+            image = image.resize((max(1, round(image.width * tile_height / image.height)), tile_height),
+                                 Image.NEAREST)
+        cells.append((caption, image, max(image.width, int(np.ceil(font.getlength(caption))))))
     caption_h, pad = 14, 6
-    rows = [resized[i:i + columns] for i in range(0, len(resized), columns)]
-    width = max(sum(img.width for _, img in row) + pad * (len(row) + 1) for row in rows)
+    rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
+    heights = [max(image.height for _, image, _ in row) for row in rows]
+    width = max(sum(w for _, _, w in row) + pad * (len(row) + 1) for row in rows)
+    if title:
+        width = max(width, int(np.ceil(font.getlength(title))) + 2 * pad)
     top = (caption_h + pad) if title else 0
-    height = top + len(rows) * (tile_height + caption_h + pad) + pad
+    height = top + sum(h + caption_h + pad for h in heights) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((pad, pad // 2), title, fill=(0, 0, 0), font=font)
     y = top + pad
-    for row in rows:
+    for row, row_height in zip(rows, heights):
         x = pad
-        for caption, image in row:
+        for caption, image, cell_width in row:
             draw.text((x, y), caption, fill=(0, 0, 0), font=font)
             canvas.paste(image, (x, y + caption_h))
-            x += image.width + pad
-        y += tile_height + caption_h + pad
+            x += cell_width + pad
+        y += row_height + caption_h + pad
     return canvas
 
 
-def legend(class_names: Sequence[str], colors: Sequence[Sequence[int]], *, present: Sequence[int] | None = None,
-           swatch: int = 12) -> Image.Image:
-    """A vertical colour legend of the classes (only those in `present`, if given)."""
-    font = ImageFont.load_default()
-    table = palette(len(class_names), colors)
-    indices = list(range(len(class_names))) if present is None else [i for i in present if 0 <= i < len(class_names)]
-    width = 12 + swatch + max((int(font.getlength(class_names[i])) for i in indices), default=40)
-    canvas = Image.new("RGB", (width + 8, (swatch + 4) * max(len(indices), 1) + 4), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for row, index in enumerate(indices):
-        y = 4 + row * (swatch + 4)
-        draw.rectangle([4, y, 4 + swatch, y + swatch], fill=tuple(int(v) for v in table[index]))
-        draw.text((8 + swatch + 4, y), class_names[index], fill=(0, 0, 0), font=font)
-    return canvas
-
-
-def with_legend(rgb: np.ndarray, class_names: Sequence[str], colors: Sequence[Sequence[int]],
-                present: Sequence[int]) -> Image.Image:
-    """The colour map with a legend of the ``present`` classes to its right (white background)."""
-    key = legend(class_names, colors, present=present)
-    picture = Image.fromarray(rgb)
-    canvas = Image.new("RGB", (picture.width + key.width + 4, max(picture.height, key.height)), (255, 255, 255))
-    canvas.paste(picture, (0, 0))
-    canvas.paste(key, (picture.width + 4, 0))
-    return canvas
-
-
-def with_depth_scale(rgb: np.ndarray, low: float, high: float) -> Image.Image:
-    """The depth picture with a colour bar and the metric range written under it."""
-    import math
-
-    picture = Image.fromarray(rgb)
-    width = max(picture.width, 160)
-    bar = ramp(np.linspace(0.0, 1.0, width)[None].repeat(8, axis=0), 0.0, 1.0)
-    canvas = Image.new("RGB", (width, picture.height + 26), (255, 255, 255))
-    canvas.paste(picture, (0, 0))
-    canvas.paste(Image.fromarray(bar), (0, picture.height + 2))
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    # Enough decimals that the two ends differ (a nearly flat depth map still gets a readable scale).
-    decimals = min(4, max(2, 1 - math.floor(math.log10(max(high - low, 1e-4)))))
-    draw.text((2, picture.height + 12), f"{low:.{decimals}f} m", fill=(0, 0, 0), font=font)
-    label = f"{high:.{decimals}f} m"
-    draw.text((width - 2 - int(font.getlength(label)), picture.height + 12), label, fill=(0, 0, 0), font=font)
-    return canvas
+def cluster_panel(probabilities: np.ndarray, captions: Sequence[tuple[float, str]], *, tile_height: int = 70,
+                  columns: int = 8, title: str = "per-cluster probability maps") -> Image.Image:
+    """(K, H, W) per-cluster probabilities, each tile captioned with what its cluster stands for (a task's
+    ``cluster_captions``: (sort key, caption) per cluster) and ordered by the sort key. One colour scale for
+    all tiles, from 0 (dark blue) to the largest probability shown (yellow), stated in the title."""
+    if len(captions) != len(probabilities):
+        captions = [(float(k), f"cluster {k}") for k in range(len(probabilities))]
+    order = sorted(range(len(captions)), key=lambda k: captions[k][0])
+    top = max(float(np.max(probabilities)), 1e-6)
+    tiles = [(captions[k][1], ramp(probabilities[k], 0.0, top)) for k in order]
+    return panel(tiles, columns=columns, tile_height=tile_height,
+                 title=f"{title} ({len(tiles)} clusters; blue = 0, yellow = {top:.2f})")

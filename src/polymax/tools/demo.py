@@ -15,6 +15,11 @@ For each task (semantic, depth, normals, and kMaX panoptic) the demo
    that ``polymax predict --model`` reads).
 
 ``OUT/metrics.json`` is written last and atomically: if it exists, the run that wrote it finished.
+
+Reproducible on one machine: every random stream is seeded (``seed``), the command runs on one CPU thread by
+default, and PyTorch's deterministic algorithms are switched on while the demo runs, so two runs with the same
+settings write identical ``metrics.json`` files. Another CPU, PyTorch build or thread count may change the last
+digits (floating-point sums in another order).
 """
 
 from __future__ import annotations
@@ -92,6 +97,18 @@ def run_demo(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...] = 
         raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     _check_writable(out_dir)
     reports = []
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        _run_tasks(out_dir, settings=settings, tasks=tasks, mode=mode, progress=progress, seed=seed, reports=reports)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    _write_metrics(out_dir / "metrics.json", reports)
+    return reports
+
+
+def _run_tasks(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...], mode: str, progress: bool,
+               seed: int, reports: list[TaskReport]) -> None:
     for task in tasks:
         started = time.perf_counter()
         _say(f"[{task}] training polymax_tiny_synth_{task} for {settings.steps[task]} steps "
@@ -108,8 +125,6 @@ def run_demo(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...] = 
         reports.append(TaskReport(task=task, model=model_metrics, trivial=trivial_metrics, picture=picture,
                                   model_dir=model_dir, seconds=time.perf_counter() - started))
         _say(f"[{task}] " + _headline_line(reports[-1]))
-    _write_metrics(out_dir / "metrics.json", reports)
-    return reports
 
 
 def _train(task: str, run_dir: Path, *, settings: DemoSettings, progress: bool, seed: int):
@@ -179,8 +194,9 @@ def trivial_baseline_metrics(config: ModelConfig, val: Sequence[Sample], train: 
 # --------------------------------------------------------------------------------------------- pictures
 def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
                  task: str | None = None) -> Image.Image:
-    """One PIL image: for `count` held-out rooms input | ground truth | prediction, then the per-cluster
-    probability maps of the first room, each captioned with its cluster's value (``Task.cluster_captions``)."""
+    """One PIL image: for `count` held-out rooms input | ground truth | prediction | key (the legend of the
+    classes and void, or the colour bar in metres, or the normal colour code), then the per-cluster probability
+    maps of the first room, each captioned with its cluster's value (``Task.cluster_captions``)."""
     from PIL import Image
 
     from polymax.inference.predictor import Predictor
@@ -189,6 +205,7 @@ def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
     config = model.config
     predictor = Predictor(model, task=task, resize="none")
     definition = get_task(predictor.task)
+    tile = 150
     rows, first = [], None
     for index in range(min(count, len(dataset))):
         sample = dataset[index]
@@ -197,19 +214,18 @@ def task_picture(model: nn.Module, dataset: Sequence[Sample], *, count: int = 3,
         first = first or (sample, result)
         truth = definition.ground_truth_result(sample, config)
         note = definition.range_note(truth)
+        key = definition.key([truth, result], config, reference=truth, height=tile)
         rows += [("input", image),
                  ("ground truth" + (f" ({note})" if note else ""), definition.picture_map(truth, config)),
-                 ("prediction", definition.picture_map(result, config, reference=truth))]
-    grid = visualize.panel(rows, columns=3, tile_height=150, title=f"{config.preset}: held-out synthetic rooms")
+                 ("prediction", definition.picture_map(result, config, reference=truth)),
+                 ("key", key if key is not None else np.full((tile, 1, 3), 255, dtype=np.uint8))]
+    grid = visualize.panel(rows, columns=4, tile_height=tile, title=f"{config.preset}: held-out synthetic rooms")
     sample, result = first
     captions = definition.cluster_captions(_final_output(model, sample, predictor.task), config)
-    order = sorted(range(len(captions)), key=lambda k: captions[k][0])
     # One shared colour scale up to the largest probability, so weakly used clusters stay comparable.
-    top = max(float(result.probabilities.max()), 1e-6)
-    tiles = [(captions[k][1], visualize.ramp(result.probabilities[k], 0.0, top)) for k in order]
-    clusters = visualize.panel(tiles, columns=8, tile_height=70,
-                               title=f"per-cluster probability maps P = softmax_K(mask logits) of the first room "
-                                     f"({len(tiles)} clusters; blue = 0, yellow = {top:.2f})")
+    clusters = visualize.cluster_panel(result.probabilities, captions, tile_height=70, columns=8,
+                                       title="per-cluster probability maps P = softmax_K(mask logits) of the "
+                                             "first room")
     canvas = Image.new("RGB", (max(grid.width, clusters.width), grid.height + clusters.height), (255, 255, 255))
     canvas.paste(grid, (0, 0))
     canvas.paste(clusters, (0, grid.height))
