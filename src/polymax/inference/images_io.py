@@ -143,7 +143,8 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             raise UserError(f"image mode {image.mode!r} is not an 8-bit photo; convert it to RGB first")
-        return np.asarray(image.convert("RGB"), dtype=np.float32)
+        from polymax.data.images import upright
+        return np.asarray(upright(image).convert("RGB"), dtype=np.float32)
     if not isinstance(image, np.ndarray):
         raise UserError(f"predict takes a PIL image or a numpy array, got {type(image).__name__}")
     if image.dtype == np.uint8 or np.issubdtype(image.dtype, np.floating):
@@ -158,8 +159,9 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
         raise UserError(f"image arrays must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}{hint}")
     if min(array.shape[:2]) < 1:
         raise UserError(f"image is empty: shape {image.shape}")
-    if not np.isfinite(array).all():
-        raise UserError("image contains NaN or infinite values; pass RGB values in 0..255")
+    if image.dtype != np.uint8:   # the model's own rule, also for ONNX graphs (which carry no check)
+        from polymax.model.meta_arch import check_value_range
+        check_value_range(float(array.min()), float(array.max()))
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3])
