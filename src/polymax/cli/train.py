@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="global batch per optimiser step (all ranks together)")
     parser.add_argument("--out", metavar="DIR", help="output folder (checkpoint in DIR/last)")
     parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in DIR/last")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept a batch size, learning rate, data set or smaller --steps "
+                             "that differ from the checkpoint's (a larger --steps extends a run without it)")
     parser.add_argument("--dataset", help="data set name (default: synth, the built-in synthetic scenes)")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding the data set's files")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from polymax.engine.train import train
 
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, allow_config_change=args.allow_config_change)
     if result.interrupted is not None:
         return 128 + int(result.interrupted)  # the shell convention for "terminated by signal N"
     if result.checkpoint is not None and os.environ.get("RANK", "0") == "0":

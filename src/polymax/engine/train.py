@@ -16,6 +16,7 @@ Guarantees (tested in ``tests/engine``):
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -38,8 +39,11 @@ from polymax.engine.checkpoint import (
     capture_rng,
     find_checkpoint,
     load_checkpoint,
+    recipe_changes,
+    remove_interrupted_saves,
     restore_rng,
     save_checkpoint,
+    saved_config,
 )
 from polymax.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
 from polymax.engine.reporting import ScalarLog, progress_bar
@@ -65,23 +69,36 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
+def train(config: TrainConfig, *, resume: bool = False, allow_config_change: bool = False) -> TrainResult:
     """Build model, objective and data from ``config`` and run :func:`fit`. Under ``torchrun`` every rank
-    calls this; rank 0 prints, logs and writes."""
+    calls this; rank 0 prints, logs and writes. On ``resume`` a recipe that differs from the checkpoint's
+    (batch size, learning rate, fewer steps, data set) is refused unless ``allow_config_change``."""
     from polymax.engine.assemble import build_collate, build_evaluate_fn, build_train_set, build_training_model
     from polymax.engine.objective import build_objective
 
     context = distributed.setup(config.device)
     try:
         check_out_dir(Path(config.out_dir), resume=resume)
+        if resume:
+            check_recipe(config, allow_change=allow_config_change, context=context)
         model = build_training_model(config)
         _say(context, "resolved training config:\n" + config.to_yaml())
         evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
         return fit(config, model=model, objective=build_objective(model.config, config),
                    train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
                    resume=resume, evaluate_fn=evaluate_fn, context=context)
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:
+            raise
+        what = f" ({error.filename})" if error.filename else ""
+        raise UserError(f"cannot write to the output folder {config.out_dir}{what}: {error.strerror or error}; "
+                        f"the last checkpoint there is intact") from None
     finally:
         distributed.teardown(context)
+
+
+# A full disk, a quota, a read-only or failing disk: the run cannot go on, and the user has to act.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
 def ensure_writable_dir(directory: Path, *, what: str = "output folder") -> None:
@@ -99,11 +116,23 @@ def check_out_dir(out_dir: Path, *, resume: bool) -> None:
     """Fail early with a clear message: unwritable folder, --resume without a checkpoint, or a run that
     would silently overwrite an existing checkpoint."""
     ensure_writable_dir(out_dir)
+    remove_interrupted_saves(out_dir)
     if resume:
         find_checkpoint(out_dir)
     elif (out_dir / LAST).exists():
         raise UserError(f"{out_dir / LAST} already holds a checkpoint; pass --resume to continue that run or "
                         "choose another --out")
+
+
+def check_recipe(config: TrainConfig, *, allow_change: bool, context) -> None:
+    """Name what differs from the checkpoint's recipe; refuse it unless the user allowed it."""
+    changes = recipe_changes(saved_config(find_checkpoint(Path(config.out_dir))), config.to_dict())
+    if not changes:
+        return
+    if not allow_change:
+        raise UserError(f"--resume with a recipe that differs from the checkpoint's ({'; '.join(changes)}); "
+                        "pass the run's own values, or --allow-config-change to continue with the new ones")
+    _say(context, "resuming with a changed recipe: " + "; ".join(changes))
 
 
 def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set: SeededDataset,

@@ -141,6 +141,8 @@ def atomic_write(target: Path, write) -> None:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        with open(tmp, "rb") as handle:   # on the disk before the rename makes it visible
+            os.fsync(handle.fileno())
         os.replace(tmp, target)
     except OSError as error:
         tmp.unlink(missing_ok=True)
