@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "that differ from the checkpoint's (a larger --steps extends a run without it)")
     parser.add_argument("--dataset", help="data set name (default: synth, the built-in synthetic scenes)")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding the data set's files")
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="start without decoding every training sample first (for huge data sets)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (CPU and GPU) or fp32")
     parser.add_argument("--workers", type=int, help="data-loading processes per rank")
@@ -47,6 +49,8 @@ def resolve(args: argparse.Namespace):
     flags = {"model.preset": args.preset, "steps": args.steps, "data.batch_size": args.batch_size,
              "out_dir": args.out, "data.dataset": args.dataset, "data.root": args.data_root,
              "device": args.device, "precision": args.precision, "data.workers": args.workers}
+    if getattr(args, "skip_data_check", False):
+        flags["data.check"] = "false"
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.overrides)
     config = load_config(args.config, overrides=overrides)
     # An unknown preset, or a model override naming a task the preset lacks, fails here before anything is written.

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
     if rng_to_restore is not None:
         restore_rng(rng_to_restore, generators)  # last, so that nothing above consumes the restored streams
 
+    save_now = partial(_save, context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
+                       config=config, generators=generators)   # a checkpoint at a given step
     log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard)
     bar = progress_bar(total=config.steps, initial=step, enabled=context.is_main and config.progress)
     losses: list[float] = []
@@ -193,7 +196,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
             train_model.train()
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(micro_batches):
-                batch = to_device(next(batches), device)
+                batch = to_device(_next_batch(batches, step=step, save=None if context.enabled else save_now), device)
                 last_micro_step = micro_step == micro_batches - 1
                 with nullcontext() if last_micro_step or not context.enabled else train_model.no_sync():
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
@@ -239,6 +242,30 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                       f"{checkpoint}. Continue with the same command and --resume.")
     return TrainResult(step=step, checkpoint=checkpoint, interrupted=interrupted,
                        last_loss=losses[-1] if losses else math.nan, losses=losses, metrics=metrics)
+
+
+def _next_batch(batches, *, step: int, save: Callable[..., Path] | None):
+    """The next batch; a bad sample (a UserError from the data set, in this process or a loader worker) saves
+    a checkpoint of the steps done (single process: under DDP the other ranks could not join the save) and
+    ends the run with one line naming the file."""
+    try:
+        return next(batches)
+    except UserError as error:
+        saved = save(step=step) if save is not None else None
+        where = f"checkpoint at step {step} saved in {saved}" if saved else "no checkpoint saved (distributed run)"
+        raise UserError(f"bad training sample before step {step + 1}: {sample_error_message(error)}; {where}. "
+                        "Fix or remove the file and continue with --resume") from None
+
+
+def sample_error_message(error: UserError) -> str:
+    """The data set's own one-line message: a loader worker's error arrives wrapped with its traceback, whose
+    last line is ``polymax.errors.UserError: <message>``."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    last = lines[-1]
+    marker = "UserError: "
+    return last[last.index(marker) + len(marker):] if marker in last else last
 
 
 def _diverged(what: str, *, step: int, out_dir: Path) -> TrainingDiverged:
