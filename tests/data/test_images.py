@@ -107,3 +107,10 @@ def test_one_bit_png_is_converted(tmp_path) -> None:
     Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8)).convert("1").save(tmp_path / "bw.png")
     image = read_image(tmp_path / "bw.png")
     assert image.shape == (3, 2, 2) and image[:, 0, 1].tolist() == [255, 255, 255] and image[:, 0, 0].sum() == 0
+
+
+def test_data_loading_takes_its_limit_from_the_environment(tmp_path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((20, 20), dtype=np.uint8)).save(tmp_path / "label.png")
+    monkeypatch.setenv("POLYMAX_MAX_PIXELS", "100")
+    with pytest.raises(UserError, match=r"label.png: 20×20 = 400 pixels is over the limit of 100 .*POLYMAX_MAX_PIXELS"):
+        read_id_png(tmp_path / "label.png")

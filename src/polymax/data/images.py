@@ -43,7 +43,7 @@ def default_max_pixels() -> int:
 def too_large_message(name: object, width: int, height: int, max_pixels: int) -> str:
     """The one line that names an oversized image and the limit."""
     return (f"{name}: {width}×{height} = {width * height} pixels is over the limit of {max_pixels} pixels "
-            "(--max-pixels raises it)")
+            "(--max-pixels or $POLYMAX_MAX_PIXELS raises it)")
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:
@@ -83,7 +83,8 @@ def open_checked(source, name: object, max_pixels: int | None = None) -> Image.I
     except UserError:
         raise
     except Image.DecompressionBombError:
-        raise UserError(f"{name}: the image is over the limit of {limit} pixels (--max-pixels raises it)") from None
+        raise UserError(f"{name}: the image is over the limit of {limit} pixels "
+                        "(--max-pixels or $POLYMAX_MAX_PIXELS raises it)") from None
     except FileNotFoundError:
         raise UserError(f"image not found: {name}") from None
     except PermissionError:
