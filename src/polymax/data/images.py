@@ -31,6 +31,10 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 MAX_PIXELS = 50_000_000
 
 
+class ImageTooLarge(UserError):
+    """An image whose declared size is over the pixel limit (a server answers 413, not 400)."""
+
+
 def default_max_pixels() -> int:
     """The pixel limit when a caller gives none: ``$POLYMAX_MAX_PIXELS`` (for data loading) or MAX_PIXELS."""
     text = os.environ.get("POLYMAX_MAX_PIXELS", "")
@@ -78,12 +82,12 @@ def open_checked(source, name: object, max_pixels: int | None = None) -> Image.I
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
             if image.width * image.height > limit:
-                raise UserError(too_large_message(name, image.width, image.height, limit))
+                raise ImageTooLarge(too_large_message(name, image.width, image.height, limit))
             image.load()
     except UserError:
         raise
     except Image.DecompressionBombError:
-        raise UserError(f"{name}: the image is over the limit of {limit} pixels "
+        raise ImageTooLarge(f"{name}: the image is over the limit of {limit} pixels "
                         "(--max-pixels or $POLYMAX_MAX_PIXELS raises it)") from None
     except FileNotFoundError:
         raise UserError(f"image not found: {name}") from None

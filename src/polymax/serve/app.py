@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
 
-from polymax.data.images import MAX_PIXELS, open_checked, upright
+from polymax.data.images import MAX_PIXELS, ImageTooLarge, open_checked, upright
 from polymax.errors import UserError
 from polymax.inference.images_io import to_rgb
 from polymax.inference.outputs import pictures
@@ -35,10 +35,6 @@ DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0                 # seconds a connection may stay silent (headers or body) before it is closed
 LARGE_DECODE_PIXELS = 4_000_000        # uploads above this decode one at a time (~12 MB each as 8-bit RGB)
 _LARGE_DECODES = threading.BoundedSemaphore(1)
-
-
-class ImageTooLarge(UserError):
-    """An upload whose declared size is over the pixel limit (answered 413, not 400)."""
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -99,16 +95,10 @@ def _uploaded_image(content_type: str, body: bytes, *, max_pixels: int = MAX_PIX
             name = part.get_filename() or "upload"
             if not data:
                 raise UserError("no image was chosen")
-            large = _declared_pixels(data) > large_pixels
-            try:
-                if large:
-                    with _LARGE_DECODES:
-                        return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
-                return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
-            except UserError as error:
-                if "over the limit" in str(error):
-                    raise ImageTooLarge(str(error)) from None
-                raise
+            if _declared_pixels(data) > large_pixels:
+                with _LARGE_DECODES:
+                    return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
+            return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
     raise UserError("the form has no 'image' file field")
 
 
