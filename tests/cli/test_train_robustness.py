@@ -125,3 +125,13 @@ def test_the_data_check_can_be_skipped(tmp_path, flag):
     add_arguments(parser)
     config = resolve(parser.parse_args(["--preset", "kmax_tiny_test", *flag]))
     assert config.data.check is False
+
+
+def test_a_bad_sample_in_a_loader_worker_is_one_line_too(tmp_path, capsys):
+    data = _depth_folder(tmp_path / "data", bad_stem="s3")
+    out = tmp_path / "run"
+    args = [*DEPTH, "--data-root", str(data), "--out", str(out), "--skip-data-check", "--set", "data.workers=1"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "s3.png" in error and "Traceback" not in error
+    assert (out / "last" / "training_state.pt").is_file()

@@ -182,3 +182,11 @@ def test_newer_checkpoint_version_is_refused_with_a_clear_message(tmp_path, dept
     (directory / "config.json").write_text(json.dumps(header))
     with pytest.raises(UserError, match="newer or different version of polymax"):
         polymax.load_model(directory)
+
+
+def test_a_pil_phone_photo_is_predicted_upright(depth_model, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # display rotated 90° clockwise
+    Image.fromarray(_image(10, 16)).save(tmp_path / "phone.png", exif=exif)
+    result = Predictor(depth_model).predict(Image.open(tmp_path / "phone.png"))
+    assert result.depth.shape == (16, 10)
