@@ -116,3 +116,14 @@ def test_exif_orientation_is_honoured_by_predict(tmp_path, model_dir):
     out = tmp_path / "out"
     assert _predict(tmp_path / "phone.jpg", "--out", out, model_dir=model_dir) == 0
     assert Image.open(out / "phone_depth.png").size == (10, 16), "predicted upright: 10 wide, 16 high"
+
+
+def test_an_input_an_output_would_overwrite_is_refused(tmp_path, model_dir, capsys):
+    _photo(tmp_path / "a.png")
+    earlier = _photo(tmp_path / "a_depth.png")          # named like the depth map of a.png
+    before = earlier.read_bytes()
+    assert _predict(tmp_path / "a.png", earlier, "--out", tmp_path, model_dir=model_dir) == 2
+    err = capsys.readouterr().err
+    assert "a_depth.png" in err and "overwritten" in err and len(err.strip().splitlines()) == 1
+    assert earlier.read_bytes() == before
+    assert _predict(tmp_path / "a.png", "--out", tmp_path, model_dir=model_dir) == 0, "beside its input is fine"

@@ -110,7 +110,23 @@ def collect_inputs(inputs: list[str], *, out_dir: str | os.PathLike | None = Non
                 add(file, file.stem)
         else:
             found.problems.append(f"{path}: no such file or folder")
+    if out is not None:
+        _refuse_overwriting_an_input(found.images, out, out_dir)
     return found
+
+
+def _refuse_overwriting_an_input(images: list[InputImage], out: Path, out_dir: str | os.PathLike) -> None:
+    """Every output is ``OUT/<name>_<suffix>``: an input file at such a path would be overwritten before (or
+    after) it is read, so the run is refused before anything is written."""
+    for image in images:
+        resolved = image.path.resolve()
+        if not resolved.is_relative_to(out):
+            continue
+        relative = resolved.relative_to(out).as_posix()
+        clash = next((other.name for other in images if relative.startswith(other.name + "_")), None)
+        if clash is not None:
+            raise UserError(f"{image.path} is inside --out {out_dir} and would be overwritten by the outputs of "
+                            f"{clash!r}; choose another --out")
 
 
 def _not_a_file(path: Path) -> str:
