@@ -26,3 +26,11 @@ def test_the_limits_in_the_docs_are_the_code_s():
 
 def test_the_readme_links_the_limits():
     assert "(docs/limits.md)" in (DOCS.parent / "README.md").read_text()
+
+
+def test_the_serve_command_defaults_to_the_same_limits():
+    from polymax.cli import build_parser
+
+    args = build_parser("serve").parse_args(["serve", "--model", "m"])
+    assert args.max_pixels == MAX_PIXELS and args.timeout == DEFAULT_TIMEOUT
+    assert args.max_upload_mb * 1024 * 1024 == DEFAULT_MAX_UPLOAD
