@@ -124,3 +124,15 @@ def test_labels_without_yaml_and_bad_yaml(tmp_path) -> None:
     (tmp_path / "dataset.yaml").write_text("classes: [a]\ndepth_scael: 1\n")
     with pytest.raises(UserError, match="depth_scael"):
         build_dataset("folder", root=tmp_path)
+
+
+def test_phone_photo_is_read_upright_and_its_label_as_stored(tmp_path) -> None:
+    """The photo's EXIF orientation is applied; labels (no EXIF) are read as stored and must match it upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 6                                     # display rotated 90° clockwise
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((W, H, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.jpg", exif=exif)
+    save(tmp_path / "depth" / "a.png", np.full((H, W), 2500, dtype=np.uint16))   # upright: H × W
+    (tmp_path / "dataset.yaml").write_text("depth_scale: 0.001\nmax_depth: 8.0\n")
+    sample = build_dataset("folder", root=tmp_path)[0]
+    assert sample.image.shape == (3, H, W) and sample.depth.shape == (H, W)

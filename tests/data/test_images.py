@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from polymax.data.images import decode_normals_png, read_id_png, read_image, read_png, read_rgb_segment_ids
 from polymax.errors import UserError
@@ -62,3 +62,55 @@ def test_segment_ids_and_normals_decoding(tmp_path) -> None:
     assert normals[:, 0, 0].eq(0).all() and normals[:, 0, 2].eq(0).all()
     assert torch.allclose(normals[:, 0, 1], torch.tensor([1.0, 0.0, 0.0]), atol=0.01)
     assert torch.allclose(normals[:, 0, 1].norm(), torch.tensor(1.0))
+
+
+def _exif_rotated(path, array: np.ndarray, orientation: int) -> None:
+    """Save ``array`` with an EXIF orientation tag (as a phone camera does)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(path, exif=exif)
+
+
+def test_exif_orientation_is_honoured(tmp_path) -> None:
+    stored = np.zeros((2, 3, 3), dtype=np.uint8)
+    stored[0, 0] = 255   # top-left red in the stored pixels
+    _exif_rotated(tmp_path / "phone.png", stored, orientation=6)   # 6: display rotated 90° clockwise
+    image = read_image(tmp_path / "phone.png")
+    assert image.shape == (3, 3, 2), "a 90° EXIF rotation swaps height and width"
+    assert image[0, 0, 1] == 255 and image[0, 0, 0] == 0   # the red pixel is now at the top right
+
+
+def test_labels_are_read_without_rotation(tmp_path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3)).save(tmp_path / "label.png", exif=exif)
+    assert read_id_png(tmp_path / "label.png").shape == (2, 3)
+
+
+def test_declared_size_is_checked_before_decoding(tmp_path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(UserError, match=r"big.png: 50×40 = 2000 pixels is over the limit of 1999") as error:
+        read_image(tmp_path / "big.png", max_pixels=1999)
+    assert "--max-pixels" in str(error.value) and not decoded
+
+
+def test_pillow_bomb_error_is_reported_as_too_large(tmp_path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)   # Pillow's own refusal: 2 × this at open
+    with pytest.raises(UserError, match="bomb.png: .*over the limit"):
+        read_image(tmp_path / "bomb.png", max_pixels=1500)
+
+
+def test_one_bit_png_is_converted(tmp_path) -> None:
+    Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8)).convert("1").save(tmp_path / "bw.png")
+    image = read_image(tmp_path / "bw.png")
+    assert image.shape == (3, 2, 2) and image[:, 0, 1].tolist() == [255, 255, 255] and image[:, 0, 0].sum() == 0
+
+
+def test_data_loading_takes_its_limit_from_the_environment(tmp_path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((20, 20), dtype=np.uint8)).save(tmp_path / "label.png")
+    monkeypatch.setenv("POLYMAX_MAX_PIXELS", "100")
+    with pytest.raises(UserError, match=r"label.png: 20×20 = 400 pixels is over the limit of 100 .*POLYMAX_MAX_PIXELS"):
+        read_id_png(tmp_path / "label.png")

@@ -70,3 +70,24 @@ def test_checkpoint_of_another_preset_is_a_user_error(tmp_path):
                          config_yaml="")
     with pytest.raises(UserError, match="does not fit"):
         ckpt.load_checkpoint(tmp_path / "last", model=polymax.build_model("polymax_tiny_synth_panoptic"))
+
+
+def test_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = ckpt.os.fsync, ckpt.os.replace
+    monkeypatch.setattr(ckpt.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(ckpt.os, "replace",
+                        lambda src, dst: (events.append(("replace", ckpt.Path(dst).name)), real_replace(src, dst))[1])
+    ckpt.save_checkpoint(tmp_path / "last", model=polymax.build_model("kmax_tiny_test"), state=_state(1),
+                         config_yaml="")
+    into_place = events.index(("replace", "last"))
+    assert events[:into_place].count("fsync") >= 4, "every file of the checkpoint (and its folder) is synced first"
+
+
+def test_temporary_folders_of_an_interrupted_save_are_removed(tmp_path):
+    leftover = tmp_path / ".last.tmp-99999"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half written")
+    (tmp_path / "keep.txt").write_text("not ours")
+    ckpt.remove_interrupted_saves(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

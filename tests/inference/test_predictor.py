@@ -212,3 +212,11 @@ def test_the_prepared_input_of_a_capped_image_is_never_full_size_float(depth_mod
     monkeypatch.setattr(module, "resize_bilinear", spy)
     Predictor(depth_model, max_size=200).predict(_image(400, 800))
     assert seen and all(shape[1] <= 200 for _, shape in seen)      # the float resize starts at the capped size
+
+
+def test_a_pil_phone_photo_is_predicted_upright(depth_model, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # display rotated 90° clockwise
+    Image.fromarray(_image(10, 16)).save(tmp_path / "phone.png", exif=exif)
+    result = Predictor(depth_model).predict(Image.open(tmp_path / "phone.png"))
+    assert result.depth.shape == (16, 10)

@@ -219,3 +219,83 @@ def test_upload_in_a_headless_browser(server, tmp_path):
         assert Image.open(screenshot).size[0] > 0
     finally:
         browser.quit()
+
+
+def test_an_oversized_image_is_reported_as_such():
+    httpd, thread = _serving(Predictor(polymax.build_model("kmax_tiny_test")), max_pixels=1000)
+    try:
+        status, page = _request(httpd, "POST", "/predict", *_multipart(_png(48, 72), filename="wide.png"))
+    finally:
+        _stop(httpd, thread)
+    assert status == 413 and "wide.png: 72×48 = 3456 pixels is over the limit of 1000 pixels" in page
+    assert "not a readable image" not in page
+
+
+def test_a_phone_photo_is_shown_upright(server):
+    exif = Image.Exif()
+    exif[0x0112] = 6                                          # display rotated 90° clockwise
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(buffer, format="PNG", exif=exif)
+    status, page = _request(server, "POST", "/predict", *_multipart(buffer.getvalue()))
+    assert status == 200 and "(20×30)" in page, "the input is 20 wide and 30 high once upright"
+
+
+def test_large_decodes_run_one_at_a_time(monkeypatch):
+    from PIL import ImageFile
+
+    from polymax.serve import app
+
+    running, most = [0], [0]
+    original = ImageFile.ImageFile.load
+
+    def slow_load(self):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        threading.Event().wait(0.2)
+        running[0] -= 1
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", slow_load)
+    body, headers = _multipart(_png(48, 72))
+    threads = [threading.Thread(target=app._uploaded_image, args=(headers["Content-Type"], body),
+                                kwargs={"max_pixels": 10_000, "large_pixels": 100}) for _ in range(3)]
+    for worker in threads:
+        worker.start()
+    for worker in threads:
+        worker.join()
+    assert most[0] == 1
+
+
+def test_a_stalled_upload_times_out_and_frees_its_worker(capsys):
+    import socket
+    import time
+
+    httpd, thread = _serving(Predictor(polymax.build_model("kmax_tiny_test")), timeout=0.5)
+    try:
+        client = socket.create_connection(httpd.server_address[:2], timeout=10)
+        client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                       b"Content-Length: 1000\r\n\r\npartial")
+        started = time.monotonic()
+        while client.recv(4096):      # the server gives up and closes the connection
+            pass
+        waited = time.monotonic() - started
+        client.close()
+    finally:
+        _stop(httpd, thread)
+    assert waited < 5
+    err = capsys.readouterr().err
+    assert "timed out" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_client_disconnect_is_one_line(capsys):
+    httpd = make_server(Predictor(polymax.build_model("kmax_tiny_test")), port=0)
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            httpd.handle_error(None, ("127.0.0.1", 5555))
+    finally:
+        httpd.server_close()
+    err = capsys.readouterr().err
+    assert "127.0.0.1" in err and "disconnected" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -2,7 +2,8 @@
 
 Every sample (or the first ``--limit``) is decoded exactly as training would read it, so a missing or
 malformed file stops the command with a message naming it (exit 2). With ``--skip-bad`` unreadable samples
-are counted and listed instead.
+are counted and listed instead. ``polymax train`` runs the same checks on its training split before step 1
+(:func:`polymax.data.inspect.check_dataset`; ``--skip-data-check`` for huge sets).
 """
 
 from __future__ import annotations
@@ -29,95 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `polymax --help` imports every verb's module and must not load torch.
     from polymax.data import build_dataset
+    from polymax.data.inspect import inspect_dataset
+
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
     dataset = build_dataset(args.dataset, root=args.root, split=args.split)
     print(json.dumps(inspect_dataset(dataset, name=args.dataset, split=args.split, limit=args.limit,
                                      top=args.top, skip_bad=args.skip_bad), indent=2))
     return 0
-
-
-def inspect_dataset(dataset, *, name: str, split: str, limit: int | None = None, top: int = 10,
-                    skip_bad: bool = False) -> dict:
-    """Decode samples and summarise them (the JSON that ``polymax data inspect`` prints).
-
-    The first unreadable sample raises its UserError (naming the file) unless ``skip_bad``, in which case
-    it is counted under ``skipped`` with its message.
-    """
-    import torch  # here, not at the top: `polymax --help` imports every verb's module and must stay fast
-
-    info = getattr(dataset, "info", None)
-    total = len(dataset)
-    count = total if limit is None else min(limit, total)
-    labels = {"semantic": 0, "panoptic": 0, "depth": 0, "normals": 0, "crowd": 0}
-    histogram: dict[int, int] = {}
-    depth_min, depth_max, depth_valid, pixels = float("inf"), 0.0, 0, 0
-    normals_valid, instances = 0, 0
-    heights, widths = set(), set()
-    errors: list[str] = []
-    for index in range(count):
-        try:
-            sample = dataset[index]
-        except UserError as error:
-            if not skip_bad:
-                raise
-            errors.append(str(error))
-            continue
-        height, width = sample.image.shape[-2:]
-        heights.add(int(height))
-        widths.add(int(width))
-        pixels += int(height) * int(width)
-        for key in labels:
-            labels[key] += getattr(sample, key) is not None
-        if sample.semantic is not None:
-            values, counts = torch.unique(sample.semantic, return_counts=True)
-            for value, number in zip(values.tolist(), counts.tolist()):
-                histogram[value] = histogram.get(value, 0) + number
-        if sample.panoptic is not None and info is not None:
-            ids = torch.unique(sample.panoptic)
-            instances += int(((ids % info.label_divisor) > 0).sum())
-        if sample.depth is not None:
-            valid = sample.depth[sample.depth > 0]
-            depth_valid += valid.numel()
-            if valid.numel():
-                depth_min, depth_max = min(depth_min, float(valid.min())), max(depth_max, float(valid.max()))
-        if sample.normals is not None:
-            normals_valid += int((sample.normals.abs().sum(0) > 0).sum())
-    summary = {
-        "dataset": name, "split": split, "num_samples": total, "inspected": count,
-        "labels": {key: value > 0 for key, value in labels.items()},
-        "label_counts": labels,
-    }
-    if heights:
-        summary["image_size"] = {"height": [min(heights), max(heights)], "width": [min(widths), max(widths)]}
-    if histogram:
-        summary["classes"] = _class_summary(histogram, info, top)
-    if labels["panoptic"]:
-        summary["instances"] = instances
-    if labels["depth"]:
-        summary["depth"] = {"min": None if depth_valid == 0 else round(depth_min, 4),
-                            "max": None if depth_valid == 0 else round(depth_max, 4),
-                            "valid_fraction": round(depth_valid / max(pixels, 1), 4)}
-    if labels["normals"]:
-        summary["normals"] = {"valid_fraction": round(normals_valid / max(pixels, 1), 4)}
-    if skip_bad:
-        summary["skipped"] = len(errors)
-        summary["skipped_errors"] = errors[:10]
-    return summary
-
-
-def _class_summary(histogram: dict[int, int], info, top: int) -> dict:
-    ignore = 255 if info is None else info.ignore_label
-    names = () if info is None else info.class_names
-    labelled = {k: v for k, v in histogram.items() if k != ignore}
-    total = sum(histogram.values())
-    ordered = sorted(labelled.items(), key=lambda item: -item[1])
-    name = lambda k: names[k] if 0 <= k < len(names) else str(k)
-    return {
-        "num_classes": len(names) if names else None,
-        "present": len(labelled),
-        "ignore_fraction": round(histogram.get(ignore, 0) / max(total, 1), 4),
-        "top": [{"id": k, "name": name(k), "fraction": round(v / max(total, 1), 4)} for k, v in ordered[:top]],
-    }
-

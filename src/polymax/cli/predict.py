@@ -3,8 +3,10 @@ outputs (one task per run; a model with several tasks needs ``--task``).
 
 INPUT may be image files, folders (searched recursively) and glob patterns (quote them). Each image is
 predicted at the model's evaluation geometry and mapped back to its own size; the files written per image are
-listed in :mod:`polymax.inference.outputs`. A missing or unreadable input is reported with its name and skipped;
-the run ends with a summary and exit status 1 if any input failed (2 for a bad model or option).
+listed in :mod:`polymax.inference.outputs`. A missing, unreadable or oversized input (``--max-pixels``, checked
+before decoding), a symlink loop or a folder named like an image is reported with its name and skipped; the
+run ends with a summary and exit status 1 if any input failed (2 for a bad model or option). ``--out`` may not
+be an input folder; inside one it is left out of the search, so a run never reads an earlier run's outputs.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlay", action="store_true",
                         help="also write NAME_TASK_overlay.png: the prediction's colours over the input, with the key")
     parser.add_argument("--npy", action="store_true", help="also write depth / normals / probabilities as .npy")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="largest image accepted, in pixels (default 50 000 000); checked before decoding")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-optimise", action="store_true",
                         help="run the model as built (default: BatchNorms folded and, on a CPU, fused convolutions)")
@@ -64,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    found = collect_inputs(args.inputs)
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise UserError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    found = collect_inputs(args.inputs, out_dir=args.out)
     if not found.images:
         raise UserError("no images to predict: " + "; ".join(found.problems))
     options = {"task": args.task, "batch_size": args.batch_size, "resize": args.resize,
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         chunk, arrays = [], []    # arrays: (H, W, 3) uint8 inputs
         for item in found.images[start: start + args.batch_size]:
             try:
-                arrays.append(load_rgb(item.path))
+                arrays.append(load_rgb(item.path, max_pixels=args.max_pixels))
                 chunk.append(item)
             except UserError as error:
                 failures.append(str(error))

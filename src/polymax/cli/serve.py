@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
+    parser.add_argument("--max-pixels", type=int, default=50_000_000, metavar="N",
+                        help="largest accepted image in pixels, checked before decoding (default 50 000 000)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="seconds a connection may stall before it is closed (default 30)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be 0..65535, got {args.port}")
     if args.max_upload_mb <= 0:
         raise UserError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.max_pixels < 1 or args.timeout <= 0:
+        raise UserError("--max-pixels and --timeout must be positive")
     if args.onnx:
         predictor = Predictor.from_onnx(args.onnx, task=args.task)
     else:
@@ -39,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
 
         read_config(args.model).task(args.task)   # a wrong or missing --task fails before the weights are loaded
         predictor = Predictor.from_pretrained(args.model, task=args.task, device=args.device)
-    serve(predictor, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    serve(predictor, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+          max_pixels=args.max_pixels, timeout=args.timeout)
     return 0

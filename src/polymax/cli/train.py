@@ -25,8 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="global batch per optimiser step (all ranks together)")
     parser.add_argument("--out", metavar="DIR", help="output folder (checkpoint in DIR/last)")
     parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in DIR/last")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept a batch size, learning rate, data set or smaller --steps "
+                             "that differ from the checkpoint's (a larger --steps extends a run without it)")
     parser.add_argument("--dataset", help="data set name (default: synth, the built-in synthetic scenes)")
     parser.add_argument("--data-root", metavar="DIR", help="folder holding the data set's files")
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="start without decoding every training sample first (for huge data sets)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (CPU and GPU) or fp32")
     parser.add_argument("--workers", type=int, help="data-loading processes per rank")
@@ -47,6 +52,8 @@ def resolve(args: argparse.Namespace):
              "out_dir": args.out, "data.dataset": args.dataset, "data.root": args.data_root,
              "device": args.device, "precision": args.precision, "data.workers": args.workers,
              "progress": False if args.no_progress else None}
+    if getattr(args, "skip_data_check", False):
+        flags["data.check"] = "false"
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.overrides)
     notes: list[str] = []
     config = load_config(args.config, overrides=overrides, notes=notes)
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from polymax.engine.train import train
 
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, allow_config_change=args.allow_config_change)
     if result.interrupted is not None:
         if os.environ.get("RANK", "0") == "0":
             print(f"polymax train: interrupted at step {result.step}; checkpoint in {result.checkpoint} (run the same "

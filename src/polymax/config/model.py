@@ -5,6 +5,9 @@ modules take explicit keyword arguments. ``ModelConfig.to_dict`` / ``from_dict``
 
 from __future__ import annotations
 
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -172,7 +175,24 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, migrate_config_dict(data))
+        """Rebuild a saved config; every field is checked against its declared type (and sizes against their
+        range), so a malformed ``config.json`` fails with one line naming the field."""
+        if not isinstance(data, dict):
+            raise UserError(f"the model config must be a mapping of sections, got {type(data).__name__}")
+        data = migrate_config_dict(data)
+        missing = [f.name for f in fields(cls) if f.name in _SECTIONS and f.name not in data]
+        if missing:
+            raise UserError(f"the model config has no section {missing[0]!r} (sections: {', '.join(_SECTIONS)}); "
+                            "the file is incomplete")
+        return _from_dict(cls, data)
+
+
+# Sections every saved config holds (release 0.1 included, after migration).
+_SECTIONS = ("backbone", "pixel_decoder", "kmax_decoder", "head", "dataset", "postprocess", "tasks")
+# Sizes that must be at least 1 (other whole numbers must be at least 0, other numbers finite and ≥ 0).
+_POSITIVE = {"width", "dims", "num_blocks", "num_heads", "hidden", "ffn", "pixel_head_channels", "mask_dim",
+             "label_divisor", "max_thing_id", "high_res_stride", "crop_size", "value_mlp_layers", "max_depth",
+             "min_depth", "drop_path_keep"}
 
 
 def migrate_config_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -194,32 +214,66 @@ def migrate_config_dict(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) frozen dataclass from plain JSON data; lists become tuples."""
+def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Rebuild a (nested) frozen dataclass from plain JSON data; lists become tuples; each value is checked."""
+    if not isinstance(data, dict):
+        raise UserError(f"config section {where!r} must be a mapping, got {data!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise UserError(f"config has unknown fields {unknown} for {cls.__name__}; "
                         "it was written by a newer or different version of polymax")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
-        default = getattr(cls(), name) if _has_default(cls) else None
-        if is_dataclass(default) and isinstance(value, dict):
-            kwargs[name] = _from_dict(type(default), value)
-        elif isinstance(default, tuple) and default and is_dataclass(default[0]) and isinstance(value, (list, tuple)):
-            # a tuple of sections (ModelConfig.tasks): each element is rebuilt as the default's element type
-            kwargs[name] = tuple(item if is_dataclass(item) else _from_dict(type(default[0]), item) for item in value)
+        path = f"{where}.{name}" if where else name
+        hint = hints[name]
+        if is_dataclass(hint):
+            kwargs[name] = value if isinstance(value, hint) else _from_dict(hint, value, path)
+        elif typing.get_origin(hint) is tuple and is_dataclass(typing.get_args(hint)[0]):
+            # a tuple of sections (ModelConfig.tasks): each element is rebuilt as the declared element type
+            item_type = typing.get_args(hint)[0]
+            if not isinstance(value, (list, tuple)) or not value:
+                raise UserError(f"config field {path!r} must be a non-empty list of sections, got {value!r}")
+            kwargs[name] = tuple(item if isinstance(item, item_type) else _from_dict(item_type, item, f"{path}.{i}")
+                                 for i, item in enumerate(value))
         else:
-            kwargs[name] = _tupleize(value)
+            kwargs[name] = _checked(value, hint, path, positive=name in _POSITIVE)
     return cls(**kwargs)
 
 
-def _has_default(cls: type) -> bool:
-    try:
-        cls()
-        return True
-    except TypeError:
-        return False
+def _checked(value: Any, hint: Any, path: str, *, positive: bool) -> Any:
+    """``value`` as the declared type ``hint`` (JSON lists → tuples), or a UserError naming ``path``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _checked(value, next(a for a in args if a is not type(None)), path, positive=positive)
+    if origin is tuple:
+        fixed = not (len(args) == 2 and args[1] is Ellipsis)
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
+            size = f"{len(args)} values" if fixed else "a list"
+            raise UserError(f"config field {path!r} must be {size}, got {value!r}")
+        element_types = args if fixed else (args[0],) * len(value)
+        return tuple(_checked(v, t, path, positive=positive) for v, t in zip(value, element_types))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config field {path!r} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"config field {path!r} must be a string, got {value!r}")
+        return value
+    if hint in (int, float):
+        whole = hint is int
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            kind = "a whole number" if whole else "a number"
+            raise UserError(f"config field {path!r} must be {kind}, got {value!r}")
+        low = 1 if positive and whole else 0
+        if not math.isfinite(value) or value < low or (positive and value == 0):
+            raise UserError(f"config field {path!r} must be {'positive' if positive else 'at least 0'}, got {value!r}")
+        return hint(value)
+    return _tupleize(value)
 
 
 def _tupleize(value: Any) -> Any:

@@ -68,7 +68,9 @@ MODEL_ALIASES = {"backbone.drop_path_keep": "backbone_drop_path_keep",
 class DataOptions:
     """dataset / root / split: passed to ``polymax.data.build_dataset``. batch_size: the *global* batch of one
     optimiser step, summed over ranks and accumulation micro-batches. accumulate: micro-batches per step.
-    crop_size: training crop (H, W); None = the preset's crop. workers: loader processes per rank."""
+    crop_size: training crop (H, W); None = the preset's crop. workers: loader processes per rank.
+    check: decode every training sample before step 1 (the checks of ``polymax data inspect``; sets drawn on the
+    fly are not checked); false for huge sets (``--skip-data-check``)."""
 
     dataset: str = "synth"
     root: str | None = None
@@ -78,6 +80,7 @@ class DataOptions:
     accumulate: int = 1
     crop_size: tuple[int, int] | None = None
     workers: int = 2
+    check: bool = True
 
 
 @dataclass

@@ -20,6 +20,9 @@ dataset.yaml (required when semantic or panoptic labels exist)::
     label_divisor: 1000
     void_value: 255        # the value that marks void in the semantic PNGs / panoptic class
 
+Photos are turned upright by their EXIF orientation tag (as a phone or a viewer shows them); label files are
+read as stored, without rotation (they carry no EXIF), so a label must match the upright photo's size.
+
 A label folder that exists must hold a file for every image (a missing one is an error naming it); a folder
 that does not exist means the data set has no such label, and training uses only the other losses.
 When only panoptic labels exist, semantic is derived from them (class = panoptic // label_divisor).

@@ -3,22 +3,51 @@
 Data sets fail loudly rather than mislabel: a missing file, a truncated JPEG, a depth PNG that is 8-bit when
 16-bit is required, or a label whose size differs from its image all stop with one line saying which file
 and what to do. PNG bit depth is read from the file's IHDR chunk, not guessed from the decoded mode.
+
+Photos (:func:`read_image`) are turned upright by their EXIF orientation tag, as a phone shows them; label files
+(:func:`read_png` and the readers built on it) are read as stored, without rotation: labels carry no EXIF, and
+must match the upright photo. Every file's declared size is checked against a pixel limit *before* it is
+decoded (``max_pixels``; default :data:`MAX_PIXELS`, or ``$POLYMAX_MAX_PIXELS``), so a decompression bomb costs
+a header read, not gigabytes of memory.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from polymax.errors import UserError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour types (IHDR byte 9) → number of channels.
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# 50 megapixels: a 12k × 4k panorama fits; decoding one takes about 150 MB as 8-bit RGB.
+MAX_PIXELS = 50_000_000
+
+
+class ImageTooLarge(UserError):
+    """An image whose declared size is over the pixel limit (a server answers 413, not 400)."""
+
+
+def default_max_pixels() -> int:
+    """The pixel limit when a caller gives none: ``$POLYMAX_MAX_PIXELS`` (for data loading) or MAX_PIXELS."""
+    text = os.environ.get("POLYMAX_MAX_PIXELS", "")
+    try:
+        return int(text) if text else MAX_PIXELS
+    except ValueError:
+        raise UserError(f"POLYMAX_MAX_PIXELS must be a whole number of pixels, got {text!r}") from None
+
+
+def too_large_message(name: object, width: int, height: int, max_pixels: int) -> str:
+    """The one line that names an oversized image and the limit."""
+    return (f"{name}: {width}×{height} = {width * height} pixels is over the limit of {max_pixels} pixels "
+            "(--max-pixels or $POLYMAX_MAX_PIXELS raises it)")
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:
@@ -40,30 +69,63 @@ def png_header(path: str | Path) -> tuple[int, int, int, int]:
     return width, height, bit_depth, colour_type
 
 
-def _open_fully(path: Path) -> Image.Image:
-    """Open and decode the whole file now, so a truncated file fails here with its name."""
+def open_checked(source, name: object, max_pixels: int | None = None) -> Image.Image:
+    """Open ``source`` (a path or a binary file object), check its declared size, then decode it fully (so a
+    truncated file fails here with its name). Every failure is a one-line UserError naming ``name``."""
+    limit = default_max_pixels() if max_pixels is None else max_pixels
+    # Pillow refuses images over 2 × MAX_IMAGE_PIXELS inside open(); keep its guard above ours so that ours,
+    # which names the file and the option, speaks first (its warning below that is ours to give, not Pillow's).
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+            if image.width * image.height > limit:
+                raise ImageTooLarge(too_large_message(name, image.width, image.height, limit))
+            image.load()
+    except UserError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{name}: the image is over the limit of {limit} pixels "
+                        "(--max-pixels or $POLYMAX_MAX_PIXELS raises it)") from None
     except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
+        raise UserError(f"image not found: {name}") from None
+    except PermissionError:
+        raise UserError(f"{name}: cannot be read (permission denied)") from None
+    except IsADirectoryError:
+        raise UserError(f"{name}: is a folder, not an image file") from None
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not a readable image (unknown or corrupt format)") from None
+        raise UserError(f"{name}: not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"{path}: corrupt or truncated image ({error}); re-download or re-export it") from None
+        raise UserError(f"{name}: corrupt or truncated image ({error}); re-download or re-export it") from None
     return image
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An RGB image as uint8 (3, H, W). Grey or palette images are converted to RGB; alpha is dropped."""
+def _open_fully(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and decode the whole file now, so a truncated file fails here with its name."""
+    return open_checked(path, path, max_pixels)
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> torch.Tensor:
+    """An upright RGB image as uint8 (3, H, W): EXIF orientation applied; grey, 1-bit or palette images are
+    converted to RGB; alpha is dropped. Images over ``max_pixels`` are refused before decoding."""
     path = require_file(path, "image")
-    image = _open_fully(path)
-    if image.mode not in ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr", "I;16", "I"):
+    image = upright(_open_fully(path, max_pixels))
+    if image.mode not in ("RGB", "L", "1", "P", "RGBA", "LA", "CMYK", "YCbCr", "I;16", "I"):
         raise UserError(f"{path}: unsupported image mode {image.mode!r}; save it as 8-bit RGB")
     if image.mode in ("I;16", "I"):
         raise UserError(f"{path}: is a 16-bit single-channel image, not an RGB photo")
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as a camera's EXIF orientation tag says to display it (unchanged when it has none)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, TypeError):   # a malformed EXIF block: keep the stored pixels
+        return image
 
 
 def read_png(path: str | Path, *, bit_depth: int, channels: int, what: str = "label PNG") -> np.ndarray:

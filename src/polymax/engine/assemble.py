@@ -92,6 +92,9 @@ def build_train_set(config: TrainConfig, model_config: ModelConfig) -> SeededDat
     options = generation_options(config.data.dataset, size=crop)
     dataset = _checked_dataset(build_dataset, config.data.dataset, root=config.data.root, split=config.data.split,
                                **options)
+    if config.data.check and not options:   # a generated set has no files to check
+        from polymax.data.inspect import check_dataset
+        check_dataset(dataset, name=config.data.dataset, split=config.data.split)
     info, aug = model_config.dataset, config.augment
     common = {"crop_size": crop, "thing_classes": info.thing_classes, "label_divisor": info.label_divisor,
               "ignore_label": info.ignore_label}

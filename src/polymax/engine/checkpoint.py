@@ -11,7 +11,9 @@ Layout of ``OUT/last/`` (the only checkpoint a run keeps; it is replaced as a wh
 The directory is written under a temporary name and renamed into place; the previous checkpoint is moved
 aside first and deleted last, so at every instant one complete checkpoint exists (``last`` or, for the
 instant between the two renames, ``last.previous``). ``training_state.pt`` holds only tensors and plain
-Python values and is read with ``torch.load(weights_only=True)``.
+Python values and is read with ``torch.load(weights_only=True)``. Every file and the folder are fsynced before
+the rename, so a power cut cannot leave a renamed checkpoint with empty files; the temporary folder of a save
+that was killed is removed when the next run starts (:func:`remove_interrupted_saves`).
 """
 
 from __future__ import annotations
@@ -91,15 +93,76 @@ def save_checkpoint(directory: str | os.PathLike, *, model: nn.Module, state: Tr
         save_pretrained(model, temporary)
         torch.save(_as_dict(state), temporary / TRAINING_STATE_FILE)
         (temporary / TRAIN_CONFIG_FILE).write_text(config_yaml)
+        fsync_tree(temporary)
         shutil.rmtree(previous, ignore_errors=True)
         if target.exists():
             os.replace(target, previous)
         os.replace(temporary, target)
+        fsync_tree(target.parent, files=False)   # the renames themselves
         shutil.rmtree(previous, ignore_errors=True)
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
         raise UserError(f"cannot write the checkpoint {target}: {error.strerror or error}") from error
     return target
+
+
+# The recipe a run may not silently change on --resume (section, field); ``steps`` may grow (a run is extended).
+RECIPE_FIELDS = (("data", "batch_size"), ("optim", "lr"), ("", "steps"), ("data", "dataset"), ("data", "root"))
+
+
+def recipe_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'field old → new' for each recipe field that differs between a checkpoint's config and this run's
+    (both ``TrainConfig.to_dict()``); a larger ``steps`` extends the run and is not a change."""
+    changes = []
+    for section, name in RECIPE_FIELDS:
+        old = (saved.get(section) or {}).get(name) if section else saved.get(name)
+        new = (current.get(section) or {}).get(name) if section else current.get(name)
+        if name == "root" and old is not None and new is not None:
+            same = Path(old).resolve() == Path(new).resolve()
+        elif name == "steps" and isinstance(old, int) and isinstance(new, int):
+            same = new >= old
+        else:
+            same = old == new
+        if not same:
+            changes.append(f"{section + '.' if section else ''}{name} {old} → {new}")
+    return changes
+
+
+def saved_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The TrainConfig (as a dict) a checkpoint was written with; {} when its file is missing or unreadable."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(directory) / TRAIN_CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def fsync_tree(directory: Path, *, files: bool = True) -> None:
+    """Flush ``directory``'s files (with ``files``) and the folder entry itself to the disk."""
+    if files:
+        for path in sorted(directory.iterdir()):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:          # some systems cannot open a folder; its files are safe already
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def remove_interrupted_saves(out_dir: str | os.PathLike) -> None:
+    """Delete the temporary folders (``.last.tmp-PID``) that a save killed midway left in ``out_dir``."""
+    for leftover in Path(out_dir).glob(f".{LAST}.tmp-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def find_checkpoint(out_dir: str | os.PathLike) -> Path:

@@ -17,6 +17,7 @@ Guarantees (tested in ``tests/engine``):
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -25,6 +26,7 @@ import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,11 @@ from polymax.engine.checkpoint import (
     capture_rng,
     find_checkpoint,
     load_checkpoint,
+    recipe_changes,
+    remove_interrupted_saves,
     restore_rng,
     save_checkpoint,
+    saved_config,
 )
 from polymax.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
 from polymax.engine.reporting import ScalarLog, progress_bar
@@ -66,23 +71,36 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
+def train(config: TrainConfig, *, resume: bool = False, allow_config_change: bool = False) -> TrainResult:
     """Build model, objective and data from ``config`` and run :func:`fit`. Under ``torchrun`` every rank
-    calls this; rank 0 prints, logs and writes."""
+    calls this; rank 0 prints, logs and writes. On ``resume`` a recipe that differs from the checkpoint's
+    (batch size, learning rate, fewer steps, data set) is refused unless ``allow_config_change``."""
     from polymax.engine.assemble import build_collate, build_evaluate_fn, build_train_set, build_training_model
     from polymax.engine.objective import build_objective
 
     context = distributed.setup(config.device)
     try:
         check_out_dir(Path(config.out_dir), resume=resume)
+        if resume:
+            check_recipe(config, allow_change=allow_config_change, context=context)
         model = build_training_model(config)
         _say(context, "resolved training config:\n" + config.to_yaml())
         evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
         return fit(config, model=model, objective=build_objective(model.config, config),
                    train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
                    resume=resume, evaluate_fn=evaluate_fn, context=context)
+    except OSError as error:
+        if error.errno not in _WRITE_ERRNOS:
+            raise
+        what = f" ({error.filename})" if error.filename else ""
+        raise UserError(f"cannot write to the output folder {config.out_dir}{what}: {error.strerror or error}; "
+                        f"the last checkpoint there is intact") from None
     finally:
         distributed.teardown(context)
+
+
+# A full disk, a quota, a read-only or failing disk: the run cannot go on, and the user has to act.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
 def ensure_writable_dir(directory: Path, *, what: str = "output folder") -> None:
@@ -100,11 +118,23 @@ def check_out_dir(out_dir: Path, *, resume: bool) -> None:
     """Fail early with a clear message: unwritable folder, --resume without a checkpoint, or a run that
     would silently overwrite an existing checkpoint."""
     ensure_writable_dir(out_dir)
+    remove_interrupted_saves(out_dir)
     if resume:
         find_checkpoint(out_dir)
     elif (out_dir / LAST).exists():
         raise UserError(f"{out_dir / LAST} already holds a checkpoint; pass --resume to continue that run or "
                         "choose another --out")
+
+
+def check_recipe(config: TrainConfig, *, allow_change: bool, context) -> None:
+    """Name what differs from the checkpoint's recipe; refuse it unless the user allowed it."""
+    changes = recipe_changes(saved_config(find_checkpoint(Path(config.out_dir))), config.to_dict())
+    if not changes:
+        return
+    if not allow_change:
+        raise UserError(f"--resume with a recipe that differs from the checkpoint's ({'; '.join(changes)}); "
+                        "pass the run's own values, or --allow-config-change to continue with the new ones")
+    _say(context, "resuming with a changed recipe: " + "; ".join(changes))
 
 
 def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set: SeededDataset,
@@ -152,6 +182,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
     if rng_to_restore is not None:
         restore_rng(rng_to_restore, generators)  # last, so that nothing above consumes the restored streams
 
+    save_now = partial(_save, context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
+                       config=config, generators=generators)   # a checkpoint at a given step
     log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard)
     bar = progress_bar(total=config.steps, initial=step, enabled=context.is_main and config.progress)
     losses: list[float] = []
@@ -166,7 +198,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
             train_model.train()
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(micro_batches):
-                batch = to_device(next(batches), device)
+                batch = to_device(_next_batch(batches, step=step, save=None if context.enabled else save_now), device)
                 last_micro_step = micro_step == micro_batches - 1
                 with nullcontext() if last_micro_step or not context.enabled else train_model.no_sync():
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
@@ -212,6 +244,30 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                       f"{checkpoint}. Continue with the same command and --resume.")
     return TrainResult(step=step, checkpoint=checkpoint, interrupted=interrupted,
                        last_loss=losses[-1] if losses else math.nan, losses=losses, metrics=metrics)
+
+
+def _next_batch(batches, *, step: int, save: Callable[..., Path] | None):
+    """The next batch; a bad sample (a UserError from the data set, in this process or a loader worker) saves
+    a checkpoint of the steps done (single process: under DDP the other ranks could not join the save) and
+    ends the run with one line naming the file."""
+    try:
+        return next(batches)
+    except UserError as error:
+        saved = save(step=step) if save is not None else None
+        where = f"checkpoint at step {step} saved in {saved}" if saved else "no checkpoint saved (distributed run)"
+        raise UserError(f"bad training sample before step {step + 1}: {sample_error_message(error)}; {where}. "
+                        "Fix or remove the file and continue with --resume") from None
+
+
+def sample_error_message(error: UserError) -> str:
+    """The data set's own one-line message: a loader worker's error arrives wrapped with its traceback, whose
+    last line is ``polymax.errors.UserError: <message>``."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    last = lines[-1]
+    marker = "UserError: "
+    return last[last.index(marker) + len(marker):] if marker in last else last
 
 
 def _diverged(what: str, *, step: int, out_dir: Path) -> TrainingDiverged:

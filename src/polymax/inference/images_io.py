@@ -9,7 +9,8 @@ Conversion rule (the same for files, PIL images and numpy arrays):
 * 16-bit, 32-bit integer and float *files* are refused (they are not photos). numpy arrays may be uint8 or
   float; float arrays are taken to hold 0..255 values (like the model's input), not 0..1.
 
-Files are read with :func:`polymax.data.images.read_image`, which decodes the whole file at once so a
+Files are read with :func:`polymax.data.images.read_image`, which turns them upright by their EXIF orientation,
+checks their declared size against a pixel limit before decoding, and decodes the whole file at once so a
 truncated or corrupt file fails with its name.
 """
 
@@ -46,19 +47,32 @@ class InputList:
     problems: list[str] = field(default_factory=list)
 
 
-def collect_inputs(inputs: list[str]) -> InputList:
+def collect_inputs(inputs: list[str], *, out_dir: str | os.PathLike | None = None) -> InputList:
     """Expand files, folders (searched recursively for image suffixes) and glob patterns, in a stable order.
 
     Output names are the file stem; files found in a folder keep their sub-folder (``FOLDER/a/b.jpg`` →
     ``a/b``). A name already taken gets ``-2``, ``-3``, … appended, so no output overwrites another.
+    ``out_dir``: the output folder. It must not be an input folder (a UserError: outputs would be mixed
+    with the images); inside an input folder it is left out of the search, and a pattern's matches inside it
+    are skipped (with the reason), so a run never reads what an earlier run wrote. A file named explicitly is
+    read wherever it is (outputs always add a suffix to the name, so they never overwrite an input).
+    Paths with an image suffix that are no readable file (a symlink loop, a broken link, a folder named
+    like an image) are reported among the problems, never dropped silently.
     """
     found = InputList()
     taken: set[str] = set()
     seen: set[Path] = set()
+    out = Path(out_dir).resolve() if out_dir is not None else None
 
-    def add(path: Path, name: str) -> None:
+    def inside_out(path: Path) -> bool:
+        return out is not None and path.resolve().is_relative_to(out)
+
+    def add(path: Path, name: str, *, explicit: bool = False) -> None:
         resolved = path.resolve()
         if resolved in seen:
+            return
+        if not explicit and inside_out(path):
+            found.problems.append(f"{path}: inside the --out folder {out_dir} (an earlier output?); not read")
             return
         seen.add(resolved)
         unique, counter = name, 2
@@ -70,13 +84,23 @@ def collect_inputs(inputs: list[str]) -> InputList:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
+            if out is not None and path.resolve() == out:
+                raise UserError(f"--out {out_dir} is the input folder {path}; choose a separate folder (outputs "
+                                "would be mixed with the images and read as inputs by the next run)")
+            candidates = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                                and not (out is not None and p.parent.resolve().is_relative_to(out)))
+            files = [p for p in candidates if p.is_file()]
+            for other in candidates:
+                if not other.is_file():
+                    found.problems.append(f"{other}: {_not_a_file(other)}")
+            if not candidates:
                 found.problems.append(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             for file in files:
                 add(file, file.relative_to(path).with_suffix("").as_posix())
         elif path.is_file():
-            add(path, path.stem)
+            add(path, path.stem, explicit=True)
+        elif path.is_symlink():
+            found.problems.append(f"{path}: {_not_a_file(path)}")
         elif _GLOB_CHARS & set(text):
             matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
             files = [m for m in matches if m.is_file()]
@@ -86,14 +110,48 @@ def collect_inputs(inputs: list[str]) -> InputList:
                 add(file, file.stem)
         else:
             found.problems.append(f"{path}: no such file or folder")
+    if out is not None:
+        _refuse_overwriting_an_input(found.images, out, out_dir)
     return found
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file; a UserError naming the file if it is missing or unreadable."""
+def _refuse_overwriting_an_input(images: list[InputImage], out: Path, out_dir: str | os.PathLike) -> None:
+    """Every output is ``OUT/<name>_<suffix>``: an input file at such a path would be overwritten before (or
+    after) it is read, so the run is refused before anything is written."""
+    for image in images:
+        resolved = image.path.resolve()
+        if not resolved.is_relative_to(out):
+            continue
+        relative = resolved.relative_to(out).as_posix()
+        clash = next((other.name for other in images if relative.startswith(other.name + "_")), None)
+        if clash is not None:
+            raise UserError(f"{image.path} is inside --out {out_dir} and would be overwritten by the outputs of "
+                            f"{clash!r}; choose another --out")
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a path named like an image is not one we can read."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:          # Python 3.11 raises this for a loop
+            return "a symlink loop; not read"
+        except OSError as error:
+            if "loop" in str(error).lower():
+                return "a symlink loop; not read"
+            return "a broken symlink (its target does not exist); not read"
+    if path.is_dir():
+        return "a folder named like an image; not read"
+    return "not a regular file; not read"
+
+
+
+def load_rgb(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 upright RGB of an image file; a UserError naming the file if it is missing, unreadable
+    or over ``max_pixels`` (checked before decoding)."""
     from polymax.data.images import read_image
 
-    return read_image(path).permute(1, 2, 0).numpy()
+    return read_image(path, max_pixels=max_pixels).permute(1, 2, 0).numpy()
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -102,7 +160,8 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             raise UserError(f"image mode {image.mode!r} is not an 8-bit photo; convert it to RGB first")
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        from polymax.data.images import upright
+        return np.asarray(upright(image).convert("RGB"), dtype=np.uint8)
     if not isinstance(image, np.ndarray):
         raise UserError(f"predict takes a PIL image or a numpy array, got {type(image).__name__}")
     if image.dtype == np.uint8:
@@ -119,8 +178,12 @@ def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
         raise UserError(f"image arrays must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}{hint}")
     if min(array.shape[:2]) < 1:
         raise UserError(f"image is empty: shape {image.shape}")
-    if array.dtype != np.uint8 and not np.isfinite(array).all():
-        raise UserError("image contains NaN or infinite values; pass RGB values in 0..255")
+    if array.dtype != np.uint8:
+        if not np.isfinite(array).all():
+            raise UserError("image contains NaN or infinite values; pass RGB values in 0..255")
+        # the model's own rule, also for ONNX graphs (which carry no check)
+        from polymax.model.meta_arch import check_value_range
+        check_value_range(float(array.min()), float(array.max()))
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.ascontiguousarray(array[..., :3])

@@ -71,7 +71,12 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{config_path} has format version {version}, newer than this polymax understands "
                         f"({FORMAT_VERSION}); upgrade polymax (`pip install -U polymax`)")
-    return ModelConfig.from_dict(header["config"])
+    if "config" not in header:
+        raise UserError(f"{config_path} has no 'config' section; the file is incomplete")
+    try:
+        return ModelConfig.from_dict(header["config"])
+    except UserError as error:
+        raise UserError(f"{config_path}: {error}") from None
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -89,8 +94,17 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"{weights_path} could not be read ({error}); the file is corrupt or truncated") from error
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except UserError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:   # well-typed but inconsistent
+        raise UserError(f"{Path(path) / CONFIG_FILE} does not describe a model that can be built "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
     state = migrate_state_dict(state, config)
+    for key, tensor in state.items():   # a NaN weight makes every output NaN: refuse it here, by name
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{weights_path}: tensor {key!r} holds NaN or infinite values; the weights are corrupt")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -127,6 +141,8 @@ def atomic_write(target: Path, write) -> None:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        with open(tmp, "rb") as handle:   # on the disk before the rename makes it visible
+            os.fsync(handle.fileno())
         os.replace(tmp, target)
     except OSError as error:
         tmp.unlink(missing_ok=True)

@@ -13,6 +13,8 @@ H_pad = 32·⌈(H − 1)/32⌉ + 1. Auxiliary predictions stay at their kMaX lay
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -43,8 +45,29 @@ def check_images(images: Tensor) -> None:
                         "convert with images.float()")
     if min(images.shape[2:]) < 1 or images.shape[0] < 1:
         raise UserError(f"images must not be empty, got shape {tuple(images.shape)}")
-    if not _values_unavailable(images) and not bool(torch.isfinite(images).all()):
+    if _values_unavailable(images):
+        return
+    low, high = torch.aminmax(images.detach())   # one pass; NaN propagates into both
+    check_value_range(float(low), float(high))
+
+
+# Values further than this outside 0..255 are no photo (and overflow the network to NaN long before float32's
+# limit): an error. Nearer misses, and 0..1 floats, run with a warning.
+FAR_OUTSIDE = 1e4
+
+
+def check_value_range(low: float, high: float) -> None:
+    """Error for non-finite or absurd pixel values, warning for 0..1 floats or values a little off 0..255."""
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise UserError("images contain NaN or infinite values; pass RGB values in 0..255")
+    if low < -FAR_OUTSIDE or high > 255 + FAR_OUTSIDE:
+        raise UserError(f"image values span {low:.3g}..{high:.3g}; the model expects RGB values in 0..255")
+    if low >= 0 and 0 < high <= 1:
+        warnings.warn(f"image values span {low:.3g}..{high:.3g}, as if scaled to 0..1; the model expects RGB "
+                      "0..255 (multiply by 255)", UserWarning, stacklevel=3)
+    elif low < -1 or high > 256:
+        warnings.warn(f"image values span {low:.3g}..{high:.3g}; the model expects RGB 0..255", UserWarning,
+                      stacklevel=3)
 
 
 def preprocess(images: Tensor) -> Tensor:

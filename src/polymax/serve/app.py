@@ -4,7 +4,10 @@
 page with the input and every picture of the predictor's task side by side (inline PNGs, nothing stored on disk).
 A model with several tasks is served one task at a time: the one its :class:`Predictor` runs.
 Bound to 127.0.0.1 unless told otherwise; request bodies larger than ``max_upload_bytes`` are refused (413)
-before they are read; predictions run one at a time (the model is shared by the request threads).
+before they are read; images over ``max_pixels`` are refused (413) from their header, before decoding; images
+over ``LARGE_DECODE_PIXELS`` decode one at a time (a bounded memory budget); predictions run one at a time (the
+model is shared by the request threads). Each connection has a socket timeout (``timeout`` seconds), so a stalled
+upload cannot hold a thread for ever; timeouts and client disconnects are logged as one line on stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import base64
 import html
 import io
 import signal
+import sys
 import threading
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -21,13 +25,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
 
+from polymax.data.images import MAX_PIXELS, ImageTooLarge, open_checked, upright
 from polymax.errors import UserError
 from polymax.inference.images_io import to_rgb
 from polymax.inference.outputs import pictures
 from polymax.inference.predictor import Predictor
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
-_MAX_PIXELS = 50_000_000   # refuse decompression bombs well before Pillow's own limit
+DEFAULT_TIMEOUT = 30.0                 # seconds a connection may stay silent (headers or body) before it is closed
+LARGE_DECODE_PIXELS = 4_000_000        # uploads above this decode one at a time (~12 MB each as 8-bit RGB)
+_LARGE_DECODES = threading.BoundedSemaphore(1)
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -76,8 +83,9 @@ def result_html(predictor: Predictor, image: Image.Image, filename: str) -> str:
     return f'<div class="results">{"".join(figures)}</div>'
 
 
-def _uploaded_image(content_type: str, body: bytes) -> tuple[str, Image.Image]:
-    """(file name, decoded image) from a multipart body; UserError for anything unusable."""
+def _uploaded_image(content_type: str, body: bytes, *, max_pixels: int = MAX_PIXELS,
+                    large_pixels: int = LARGE_DECODE_PIXELS) -> tuple[str, Image.Image]:
+    """(file name, decoded upright image) from a multipart body; UserError for anything unusable."""
     if not content_type.startswith("multipart/form-data"):
         raise UserError("send the image as multipart/form-data (the page's form does)")
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
@@ -87,29 +95,40 @@ def _uploaded_image(content_type: str, body: bytes) -> tuple[str, Image.Image]:
             name = part.get_filename() or "upload"
             if not data:
                 raise UserError("no image was chosen")
-            try:
-                image = Image.open(io.BytesIO(data))
-                if image.width * image.height > _MAX_PIXELS:
-                    raise UserError(f"{name}: {image.width}×{image.height} is too large for the demo")
-                image.load()
-            except UserError:
-                raise
-            except Exception:  # Pillow raises many types for bad files (OSError, SyntaxError, bomb errors)
-                raise UserError(f"{name}: not a readable image (unknown or corrupt format)") from None
-            return name, image
+            if _declared_pixels(data) > large_pixels:
+                with _LARGE_DECODES:
+                    return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
+            return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
     raise UserError("the form has no 'image' file field")
 
 
+def _declared_pixels(data: bytes) -> int:
+    """Width × height from the image's header (nothing decoded); 0 when it cannot be read (reported later)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:   # Pillow raises many types for bad files; open_checked names them
+        return 0
+
+
+def _log(message: str) -> None:
+    print(f"polymax serve: {message}", file=sys.stderr, flush=True)
+
+
 def make_server(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 8000,
-                max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> ThreadingHTTPServer:
+                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_pixels: int = MAX_PIXELS,
+                timeout: float = DEFAULT_TIMEOUT) -> ThreadingHTTPServer:
     """A ready server (not yet serving); port 0 picks a free port (see ``server.server_address``)."""
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "polymax-serve"
 
-        def log_message(self, format: str, *args) -> None:   # quiet: one line per request is noise here
+        def log_request(self, code="-", size="-") -> None:   # quiet: one line per request is noise here
             pass
+
+        def log_message(self, format: str, *args) -> None:   # errors only (e.g. "Request timed out"), one line
+            _log(f"{self.client_address[0]}: " + (format % args).splitlines()[0])
 
         def _send(self, status: HTTPStatus, payload: bytes, content_type: str = "text/html; charset=utf-8") -> None:
             self.send_response(status)
@@ -143,23 +162,38 @@ def make_server(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 80
                                    f"upload is {length} bytes; the limit is {max_upload_bytes} bytes")
             body = self.rfile.read(length)
             try:
-                name, image = _uploaded_image(self.headers.get("Content-Type", ""), body)
+                name, image = _uploaded_image(self.headers.get("Content-Type", ""), body, max_pixels=max_pixels)
                 with lock:
                     block = result_html(predictor, image, name)
+            except ImageTooLarge as error:
+                return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error))
             except UserError as error:
                 return self._error(HTTPStatus.BAD_REQUEST, str(error))
             self._send(HTTPStatus.OK, _page(predictor, block))
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    Handler.timeout = timeout     # StreamRequestHandler puts it on each connection's socket
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            error = sys.exc_info()[1]
+            if isinstance(error, (ConnectionError, TimeoutError)):   # the client went away or went silent
+                what = "timed out" if isinstance(error, TimeoutError) else "disconnected"
+                _log(f"{client_address[0]}: client {what} ({type(error).__name__})")
+            else:                                                    # a bug: keep the traceback
+                super().handle_error(request, client_address)
+
+    return Server((host, port), Handler)
 
 
 def serve(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> None:
+          max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_pixels: int = MAX_PIXELS,
+          timeout: float = DEFAULT_TIMEOUT) -> None:
     """Serve until Ctrl-C, then close the socket cleanly."""
     try:
-        server = make_server(predictor, host=host, port=port, max_upload_bytes=max_upload_bytes)
+        server = make_server(predictor, host=host, port=port, max_upload_bytes=max_upload_bytes,
+                             max_pixels=max_pixels, timeout=timeout)
     except OSError as error:
         raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}; try another --port") from None
     address, bound_port = server.server_address[:2]
