@@ -21,6 +21,20 @@ def parity() -> Path:
     return PARITY_DIR
 
 
+ONEFORMER_DIR = REPO_ROOT / "tests" / "fixtures" / "oneformer_hf"
+ONEFORMER_FILES = ("manifest.json", "oneformer_hf.npz")
+
+
+@pytest.fixture(scope="session")
+def oneformer() -> Path:
+    """The OneFormer golden outputs (Hugging Face transformers pieces), part of the repository: a missing file
+    fails the test."""
+    missing = [name for name in ONEFORMER_FILES if not (ONEFORMER_DIR / name).is_file()]
+    if missing:
+        pytest.fail(f"OneFormer fixtures missing from {ONEFORMER_DIR}: {', '.join(missing)}", pytrace=False)
+    return ONEFORMER_DIR
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The OneFormer golden outputs (shared/fixtures/oneformer_hf, see its README): weights regenerated from the
+"""The OneFormer golden outputs (tests/fixtures/oneformer_hf, see its README): weights regenerated from the
 manifest's seeded recipe (sha256 checked), the stored arrays, and loaders that put the reference's weights into
 our modules under their names (README §6 maps the Hugging Face names to the pieces)."""
 
@@ -14,20 +14,20 @@ import torch
 from deeplab2_fixture import array_for
 
 
-def _folder(shared: Path) -> Path:
-    return shared / "fixtures" / "oneformer_hf"
+def _folder(oneformer: Path) -> Path:
+    return oneformer                                  # tests/fixtures/oneformer_hf (the ``oneformer`` fixture)
 
 
 @functools.cache
-def manifest(shared: Path) -> dict:
-    return json.loads((_folder(shared) / "manifest.json").read_text())
+def manifest(oneformer: Path) -> dict:
+    return json.loads((_folder(oneformer) / "manifest.json").read_text())
 
 
 @functools.cache
-def reference_weights(shared: Path) -> dict[str, torch.Tensor]:
+def reference_weights(oneformer: Path) -> dict[str, torch.Tensor]:
     """Hugging Face state-dict name → float32 tensor, every sha256 verified."""
     weights = {}
-    for entry in manifest(shared)["variables"]:
+    for entry in manifest(oneformer)["variables"]:
         array = array_for(entry)
         if hashlib.sha256(np.ascontiguousarray(array, dtype="<f4").tobytes()).hexdigest() != entry["sha256"]:
             raise AssertionError(f"recipe mismatch for {entry['name']}")
@@ -36,8 +36,8 @@ def reference_weights(shared: Path) -> dict[str, torch.Tensor]:
 
 
 @functools.cache
-def golden(shared: Path) -> dict[str, np.ndarray]:
-    with np.load(_folder(shared) / "oneformer_hf.npz") as data:
+def golden(oneformer: Path) -> dict[str, np.ndarray]:
+    with np.load(_folder(oneformer) / "oneformer_hf.npz") as data:
         return {key: data[key] for key in data.files}
 
 
@@ -70,15 +70,15 @@ def _pick(weights: dict[str, torch.Tensor], renames: dict[str, str]) -> dict[str
     return {name: value for name, value in weights.items() if name.startswith(tuple(renames))}
 
 
-def task_token_encoder(shared: Path):
+def task_token_encoder(oneformer: Path):
     from polymax.model.cluster_decoder.task_queries import TaskTokenEncoder
 
     encoder = TaskTokenEncoder(hidden=HIDDEN).eval()
-    load_renamed(encoder, _pick(reference_weights(shared), TOKEN_RENAMES), TOKEN_RENAMES)
+    load_renamed(encoder, _pick(reference_weights(oneformer), TOKEN_RENAMES), TOKEN_RENAMES)
     return encoder
 
 
-def task_guided_queries(shared: Path, **options):
+def task_guided_queries(oneformer: Path, **options):
     from polymax.model.cluster_decoder.task_queries import TaskGuidedQueries
 
     renames = {old: f"task_encoder.{new}" for old, new in TOKEN_RENAMES.items()}
@@ -90,14 +90,14 @@ def task_guided_queries(shared: Path, **options):
         renames[layer] = f"layers.{i}."
     module = TaskGuidedQueries(num_queries=N, feature_channels=HIDDEN, hidden=HIDDEN, num_heads=HEADS, ffn=FFN,
                                **options).eval()
-    weights = _pick(reference_weights(shared), renames)
+    weights = _pick(reference_weights(oneformer), renames)
     # The reference's table has N rows and uses the first N − 1 (the N-th query is the task token).
-    weights["query_position"] = reference_weights(shared)["model.transformer_module.queries_embedder.weight"][:N - 1]
+    weights["query_position"] = reference_weights(oneformer)["model.transformer_module.queries_embedder.weight"][:N - 1]
     load_renamed(module, weights, {**renames, "query_position": "query_position"})
     return module
 
 
-def text_mapper(shared: Path, *, causal: bool):
+def text_mapper(oneformer: Path, *, causal: bool):
     from polymax.text import TextMapper
 
     encoder = TEXT + "text_encoder."
@@ -114,16 +114,16 @@ def text_mapper(shared: Path, *, causal: bool):
                         layer + "mlp.fc2.": ours + "mlp.2."})
     mapper = TextMapper(vocab_size=VOCAB, hidden=HIDDEN, width=HIDDEN, num_heads=1, num_layers=TEXT_LAYERS,
                         num_context=N_CTX, causal=causal).eval()
-    load_renamed(mapper, _pick(reference_weights(shared), renames), renames)
+    load_renamed(mapper, _pick(reference_weights(oneformer), renames), renames)
     return mapper
 
 
-def parity_report(shared: Path) -> list[tuple[str, float, float]]:
+def parity_report(oneformer: Path) -> list[tuple[str, float, float]]:
     """(array, max|Δ|, max|Δ| / max|ref|) for every piece: the figures docs/oneformer.md quotes."""
     from polymax.losses.contrastive import QueryTextContrastiveLoss
     from polymax.model.cluster_decoder.task_queries import prompt_ids
 
-    reference, rows = golden(shared), []
+    reference, rows = golden(oneformer), []
 
     def compare(name: str, ours: torch.Tensor) -> None:
         expected = reference[name].astype(np.float64)
@@ -132,15 +132,15 @@ def parity_report(shared: Path) -> list[tuple[str, float, float]]:
 
     with torch.no_grad():
         ids = torch.stack([prompt_ids(task) for task in TASKS])
-        encoder = task_token_encoder(shared)
+        encoder = task_token_encoder(oneformer)
         compare("task/mlp_out", encoder.mlp(ids.float()))
         compare("task/token", encoder(ids))
-        module, pixels = task_guided_queries(shared), torch.from_numpy(reference["inputs/mask_features"])
+        module, pixels = task_guided_queries(oneformer), torch.from_numpy(reference["inputs/mask_features"])
         for row, task in enumerate(TASKS):
             compare(f"query_init/{task}/contrastive_queries", module(pixels, ids[row].expand(2, -1)).queries)
         text_ids = torch.from_numpy(reference["inputs/text_ids"])
         for causal, variant in ((True, "causal"), (False, "hf")):
-            mapper = text_mapper(shared, causal=causal)
+            mapper = text_mapper(oneformer, causal=causal)
             compare(f"text/{variant}/encoder_out", mapper.encoder(text_ids))
             compare(f"text/{variant}/queries", mapper(text_ids))
         loss = QueryTextContrastiveLoss()
@@ -158,8 +158,8 @@ def parity_report(shared: Path) -> list[tuple[str, float, float]]:
 if __name__ == "__main__":                          # PYTHONPATH=src:tests python tests/oneformer_fixture.py
     import warnings
 
-    from conftest import shared_dir
+    from conftest import ONEFORMER_DIR
 
     warnings.simplefilter("ignore")
-    for name, diff, ratio in parity_report(shared_dir()):
+    for name, diff, ratio in parity_report(ONEFORMER_DIR):
         print(f"{name:45s} max|Δ| {diff:.3g}   / max|ref| {ratio:.3g}")

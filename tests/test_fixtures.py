@@ -6,12 +6,12 @@ import json
 import subprocess
 
 import numpy as np
-from conftest import PARITY_DIR, PARITY_FILES, REPO_ROOT
+from conftest import ONEFORMER_DIR, ONEFORMER_FILES, PARITY_DIR, PARITY_FILES, REPO_ROOT
 
 
 def test_every_parity_fixture_is_in_the_repository() -> None:
-    for name in PARITY_FILES:
-        path = PARITY_DIR / name
+    for path in [PARITY_DIR / name for name in PARITY_FILES] + [ONEFORMER_DIR / name for name in ONEFORMER_FILES]:
+        name = path.name
         assert path.is_file(), f"{path} is missing"
         tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(path.relative_to(REPO_ROOT))],
                                  cwd=REPO_ROOT, capture_output=True, check=False)

@@ -1,4 +1,4 @@
-"""The query–text contrastive loss against the reference's golden losses (shared/fixtures/oneformer_hf),
+"""The query–text contrastive loss against the reference's golden losses (tests/fixtures/oneformer_hf),
 |Δ| ≤ 1e-5 (the fixture README §8), the B = 1 warning, the learnable temperature and its cap."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from polymax.losses.contrastive import QueryTextContrastiveLoss
 
 
 @pytest.mark.parametrize("batch", [4, 2])
-def test_the_loss_matches_the_reference(shared, batch):
-    reference = golden(shared)
+def test_the_loss_matches_the_reference(oneformer, batch):
+    reference = golden(oneformer)
     queries = torch.from_numpy(reference["inputs/contrastive_object_queries_b4"])[:batch]
     texts = torch.from_numpy(reference["inputs/contrastive_text_queries_b4"])[:batch]
     loss = QueryTextContrastiveLoss()
@@ -26,17 +26,17 @@ def test_the_loss_matches_the_reference(shared, batch):
 
 
 @pytest.mark.parametrize("variant", ["", "_causal"])
-def test_the_pipeline_losses_match_the_reference(shared, variant):
+def test_the_pipeline_losses_match_the_reference(oneformer, variant):
     """Object queries = the panoptic task-guided queries, text queries = the text mapper's (HF or causal)."""
-    reference = golden(shared)
+    reference = golden(oneformer)
     queries = torch.from_numpy(reference["query_init/panoptic/contrastive_queries"])
     texts = torch.from_numpy(reference[f"text/{'causal' if variant else 'hf'}/queries"])
     value = QueryTextContrastiveLoss()(queries, texts).item()
     assert abs(value - float(reference[f"contrastive/loss_pipeline_b2{variant}"])) <= 1e-5
 
 
-def test_one_image_gives_zero_and_a_warning(shared):
-    reference = golden(shared)
+def test_one_image_gives_zero_and_a_warning(oneformer):
+    reference = golden(oneformer)
     queries = torch.from_numpy(reference["inputs/contrastive_object_queries_b4"])[:1]
     texts = torch.from_numpy(reference["inputs/contrastive_text_queries_b4"])[:1]
     with pytest.warns(UserWarning, match="global batch of one"):

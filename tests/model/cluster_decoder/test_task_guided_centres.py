@@ -1,4 +1,4 @@
-"""``kmax_decoder.task_queries='oneformer'``: the shared group's initial centres come from OneFormer's task-guided
+"""``kmax_decoder.task_queries='oneformer'``: the oneformer group's initial centres come from OneFormer's task-guided
 queries, so the task changes the whole pass at initialisation and the task MLP learns; off everywhere else."""
 
 from __future__ import annotations

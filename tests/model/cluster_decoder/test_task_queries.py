@@ -1,5 +1,5 @@
 """OneFormer's task token and task-guided query initialisation against the reference's golden outputs
-(shared/fixtures/oneformer_hf): max|Δ| ≤ 1e-5 · max|ref| per array (the fixture README §8)."""
+(tests/fixtures/oneformer_hf): max|Δ| ≤ 1e-5 · max|ref| per array (the fixture README §8)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from polymax.model.cluster_decoder.task_queries import (
 )
 
 
-def test_the_prompts_are_the_fixtures_ids(shared):
-    expected = golden(shared)["inputs/task_ids"]
+def test_the_prompts_are_the_fixtures_ids(oneformer):
+    expected = golden(oneformer)["inputs/task_ids"]
     for row, task in enumerate(TASKS):
         assert prompt_ids(task).tolist() == expected[row].tolist()
     assert set(TASK_PROMPT_IDS) == set(TASKS)
@@ -25,27 +25,27 @@ def test_the_prompts_are_the_fixtures_ids(shared):
         prompt_ids("depth")
 
 
-def test_the_task_token_matches_the_reference(shared):
-    encoder = task_token_encoder(shared)
+def test_the_task_token_matches_the_reference(oneformer):
+    encoder = task_token_encoder(oneformer)
     ids = torch.stack([prompt_ids(task) for task in TASKS])
     with torch.no_grad():
         before_norm = encoder.mlp(ids.float())
         token = encoder(ids)
     # the pre-norm vector is in the thousands: the tolerance is relative to its scale (README §8)
     assert float(before_norm.abs().max()) > 1e3
-    assert_close_to_scale(before_norm.numpy(), golden(shared)["task/mlp_out"], "task/mlp_out", rel=1e-5)
-    assert_close_to_scale(token.numpy(), golden(shared)["task/token"], "task/token", rel=1e-5)
+    assert_close_to_scale(before_norm.numpy(), golden(oneformer)["task/mlp_out"], "task/mlp_out", rel=1e-5)
+    assert_close_to_scale(token.numpy(), golden(oneformer)["task/token"], "task/token", rel=1e-5)
 
 
-def test_the_sine_encoding_matches_the_reference(shared):
-    assert_close_to_scale(sine_position_encoding(16, 16, HIDDEN).numpy(), golden(shared)["query_init/sine_pos"],
+def test_the_sine_encoding_matches_the_reference(oneformer):
+    assert_close_to_scale(sine_position_encoding(16, 16, HIDDEN).numpy(), golden(oneformer)["query_init/sine_pos"],
                           "query_init/sine_pos", rel=1e-5)
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_task_guided_queries_match_the_reference(shared, task):
-    module = task_guided_queries(shared)
-    reference = golden(shared)
+def test_task_guided_queries_match_the_reference(oneformer, task):
+    module = task_guided_queries(oneformer)
+    reference = golden(oneformer)
     pixels = torch.from_numpy(reference["inputs/mask_features"])
     ids = prompt_ids(task).expand(2, -1)
     outputs = []
@@ -66,19 +66,19 @@ def test_task_guided_queries_match_the_reference(shared, task):
     assert result.queries.shape == (2, N, HIDDEN) and keys.shape == (2, 256, HIDDEN)
 
 
-def test_each_sample_can_run_its_own_task(shared):
-    module = task_guided_queries(shared)
+def test_each_sample_can_run_its_own_task(oneformer):
+    module = task_guided_queries(oneformer)
     ids = torch.stack([prompt_ids("panoptic"), prompt_ids("instance")])
     with torch.no_grad():
-        result = module(torch.from_numpy(golden(shared)["inputs/mask_features"]), ids)
-    expected = golden(shared)["query_init/mixed_panoptic_instance/contrastive_queries"]
+        result = module(torch.from_numpy(golden(oneformer)["inputs/mask_features"]), ids)
+    expected = golden(oneformer)["query_init/mixed_panoptic_instance/contrastive_queries"]
     assert_close_to_scale(result.queries.numpy(), expected, "mixed", rel=1e-5)
 
 
-def test_the_natural_variant_reads_the_features_as_values(shared):
+def test_the_natural_variant_reads_the_features_as_values(oneformer):
     """The switch changes the numbers (values = projected features): it cannot match the reference."""
-    quirk, natural = task_guided_queries(shared), task_guided_queries(shared, memory_values="features")
-    pixels = torch.from_numpy(golden(shared)["inputs/mask_features"])
+    quirk, natural = task_guided_queries(oneformer), task_guided_queries(oneformer, memory_values="features")
+    pixels = torch.from_numpy(golden(oneformer)["inputs/mask_features"])
     ids = prompt_ids("panoptic").expand(2, -1)
     with torch.no_grad():
         keys_q, values_q = quirk.memory(pixels)
