@@ -51,7 +51,9 @@ def test_signal_saves_a_checkpoint_and_resume_continues(tmp_path, signum):
     assert 2 <= state["step"] < 1000
     assert state["step"] == _steps_logged(out_dir)  # the step in progress was finished, then saved
 
-    resumed = subprocess.run([*TRAIN, "--steps", str(state["step"] + 1), "--out", str(out_dir), "--resume"],
+    # One more step is enough to show the run continues; ending before the recipe's 1000 is a change of recipe.
+    resumed = subprocess.run([*TRAIN, "--steps", str(state["step"] + 1), "--out", str(out_dir), "--resume",
+                              "--allow-config-change"],
                              capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(out_dir / "last" / "training_state.pt", weights_only=True)["step"] == state["step"] + 1
@@ -67,7 +69,7 @@ def test_diverging_run_stops_and_keeps_the_last_checkpoint(tmp_path):
     before = (out_dir / "last" / "model.safetensors").read_bytes()
     # A huge learning rate makes the weights non-finite; the next forward pass then produces NaN logits, on
     # which the Hungarian matching fails — the engine must turn that into a clean stop.
-    diverging = subprocess.run([*common, "--steps", "5", "--resume", "--set", "optim.lr=1e30"],
+    diverging = subprocess.run([*common, "--steps", "5", "--resume", "--allow-config-change", "--set", "optim.lr=1e30"],
                                capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1"})
     assert diverging.returncode == 2
     message = diverging.stderr.strip().splitlines()[-1]
