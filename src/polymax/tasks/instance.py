@@ -6,18 +6,17 @@ losses on panoptic labels); evaluates COCO mask AP with pycocotools (the ``coco`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor, nn
+from torch import Tensor
 
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.metrics import InstanceMetrics
-from polymax.structures import SegmentationOutput, SegmentationResult, Targets, TaskOutput
+from polymax.structures import SegmentationResult, Targets
 from polymax.tasks.base import LabelField, Picture, Saver, Task
 from polymax.tasks.keys import with_key
-from polymax.tasks.panoptic import PanopticDecoder, PanopticTask, panoptic_map, segment_id_map, segments_record
+from polymax.tasks.panoptic import PanopticDecoder, PanopticTask, segment_id_map, segments_record
 from polymax.tasks.segmentation import INSTANCES_TITLE, class_key, panoptic_classes, save_uint16, segment_classes
 from polymax.tasks.visualize import colorize_panoptic
 
@@ -25,25 +24,13 @@ if TYPE_CHECKING:
     from polymax.data.sample import Sample
 
 
-class InstanceTask(Task):
+class InstanceTask(PanopticTask):
+    """The panoptic task's head, criterion, perfect output, colour map, key and cluster captions; its own
+    targets (things), decoding, metrics, pictures and files."""
+
     name = "instance"
     labels = (LabelField("panoptic", "ids"),)
-    output_type = SegmentationOutput
-    result_type = SegmentationResult
-    loss_section = "loss"
-    export_names = ("mask_logits", "class_logits")
-    needs_classes = True
-
-    def build_head(self, config: ModelConfig, task: TaskConfig, *, num_predictions: int,
-                   num_queries: int) -> nn.Module:
-        return PanopticTask().build_head(config, task, num_predictions=num_predictions, num_queries=num_queries)
-
-    def build_criterion(self, config: ModelConfig, task: TaskConfig, options) -> nn.Module:
-        return PanopticTask().build_criterion(config, task, options)
-
-    def perfect_output(self, targets: Targets, config: ModelConfig, task: TaskConfig, *, num_queries: int,
-                       confidence: float = 50.0) -> SegmentationOutput:
-        return PanopticTask().perfect_output(targets, config, task, num_queries=num_queries, confidence=confidence)
+    trivial_result = Task.trivial_result          # the demo has no instance baseline (yet)
 
     def mask_classes(self, panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[int]:
         """Thing segments only (stuff is not a target)."""
@@ -78,17 +65,6 @@ class InstanceTask(Task):
         things = np.isin(panoptic // info.label_divisor, info.thing_classes)
         panoptic = np.where(things, panoptic, info.ignore_label * info.label_divisor)
         return SegmentationResult(task=self.name, size=tuple(panoptic.shape), panoptic=panoptic)
-
-    def picture_map(self, result: SegmentationResult, config: ModelConfig, *,
-                    reference: SegmentationResult | None = None) -> np.ndarray:
-        return panoptic_map(result.panoptic, config)
-
-    def key(self, results: Sequence[SegmentationResult], config: ModelConfig, *,
-            reference: SegmentationResult | None = None, height: int = 150):
-        return class_key([panoptic_classes(r, config) for r in results], config, title=INSTANCES_TITLE)
-
-    def cluster_captions(self, output: TaskOutput, config: ModelConfig) -> list[tuple[float, str]]:
-        return PanopticTask().cluster_captions(output, config)
 
 
 class InstanceTaskMetrics:
