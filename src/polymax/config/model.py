@@ -163,7 +163,8 @@ class ModelConfig:
         """The config of task ``name``; without a name, the model's only task (a UserError when it has several)."""
         if name is None:
             if len(self.tasks) != 1:
-                raise UserError(f"model {self.preset!r} has tasks {list(self.task_names)}; choose one with --task")
+                raise UserError(f"model {self.preset!r} has tasks {list(self.task_names)}; choose one with --task NAME "
+                                "(task=NAME in Python)")
             return self.tasks[0]
         for task in self.tasks:
             if task.name == name:
