@@ -40,11 +40,9 @@ def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] |
 
     config = model.config
     names = tuple(model.tasks) if task is None else (task,) if isinstance(task, str) else tuple(task)
-    for name in names:
-        config.task(name)                                   # a one-line error for a task the model lacks
-    definitions = {name: get_task(name) for name in names}
-    metrics = {name: definitions[name].build_metrics(config, config.task(name)) for name in names}
-    decoders = {name: definitions[name].build_decoder(config, config.task(name)) for name in names}
+    settings = {name: config.task(name) for name in names}   # a one-line error for a task the model lacks
+    metrics = {name: get_task(name).build_metrics(config, task) for name, task in settings.items()}
+    decoders = {name: get_task(name).build_decoder(config, task) for name, task in settings.items()}
     info = config.dataset
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False,

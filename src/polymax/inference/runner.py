@@ -1,12 +1,11 @@
 """What runs the network for the :class:`~polymax.inference.predictor.Predictor`: a PyTorch model
 (:class:`TorchRunner`) or an exported graph (``polymax.export.onnx.OnnxRunner``). Both take (B, 3, H, W) float RGB
-0..255 with H, W of the form 32k+1 and return the final :class:`~polymax.structures.TaskOutput` of one task, in
-float32, at the model resolution of that padded input.
+0..255 with H, W of the form 32k+1 and return the final :class:`~polymax.structures.TaskOutput` of one task at the
+model resolution of that padded input (the predictor takes each image's slice of it in float32).
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Protocol
 
 import torch
@@ -56,13 +55,6 @@ class TorchRunner:
     def __call__(self, images: Tensor) -> TaskOutput:
         with torch.inference_mode():
             final = self.model(images.to(self.device), task=self.task)[self.task].final
-        return as_float(final)
-
-
-def as_float(output: TaskOutput) -> TaskOutput:
-    """The same output with every tensor field in float32 (bf16 / fp16 runs)."""
-    values = {f.name: getattr(output, f.name) for f in fields(output)}
-    return type(output)(**{name: value.float() if isinstance(value, Tensor) else value
-                           for name, value in values.items()})
+        return final
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig, TaskConfig
-from polymax.geometry import Geometry
+from polymax.geometry import Geometry, resize_to_input
 from polymax.structures import Result, Targets, TaskOutput
 
 if TYPE_CHECKING:
@@ -188,7 +188,5 @@ def rebuild_output(output_type: type[TaskOutput], tensors: dict[str, Tensor]) ->
 
 def probabilities_at_input(output: TaskOutput, geometry: Geometry) -> torch.Tensor:
     """(K, H, W) per-cluster probability maps on the original image (softmax at the network resolution)."""
-    from polymax.geometry import resize_to_input
-
     probabilities = resize_to_input(output.mask_logits.float(), geometry.network).softmax(dim=1)
     return geometry.dense(probabilities, network_resolution=True)[0]

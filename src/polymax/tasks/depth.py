@@ -9,6 +9,7 @@ Eigen's crop when ``TaskConfig.depth_eval_crop`` is 'nyu'). Flip TTA averages de
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,7 +58,7 @@ class DepthTask(Task):
         weights = RECIPES[task.depth_loss]
         overrides = {} if options is None else {k: v for k, v in vars(options).items() if v is not None}
         return DepthCriterion(min_depth=task.min_depth, max_depth=task.max_depth,
-                              weights=type(weights)(**{**vars(weights), **overrides}))
+                              weights=replace(weights, **overrides))
 
     def perfect_output(self, targets: Targets, config: ModelConfig, task: TaskConfig, *, num_queries: int,
                        confidence: float = 50.0) -> DepthOutput:
