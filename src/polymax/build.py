@@ -122,7 +122,11 @@ def build_semantic_branch(config: ModelConfig, channels: tuple[int, ...]) -> tup
 
 
 def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
-    """Build the model of a preset name or ModelConfig (in training mode, freshly initialised)."""
+    """Build the model of a preset name or ModelConfig (in training mode, freshly initialised); a tokenizer
+    preset or TokenizerConfig (``polymax.tokenizer``) builds that VQ-VAE."""
+    from polymax.tokenizer.build import build_tokenizer_model, is_tokenizer
+    if is_tokenizer(preset):
+        return build_tokenizer_model(preset, **overrides)
     config = resolve_config(preset, **overrides)
     if not config.tasks or len(set(config.task_names)) != len(config.tasks):
         raise UserError(f"preset {config.preset!r} must list each task once, got {list(config.task_names)}")

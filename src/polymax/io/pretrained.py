@@ -20,6 +20,7 @@ from torch import nn
 
 from polymax.config.model import ModelConfig
 from polymax.errors import UserError
+from polymax.tokenizer.config import TokenizerConfig, is_tokenizer_dict
 
 FORMAT_NAME = "polymax"
 FORMAT_VERSION = 2
@@ -34,7 +35,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | 
     from polymax import __version__
 
     config = getattr(model, "config", None)
-    if not isinstance(config, ModelConfig):
+    if not isinstance(config, (ModelConfig, TokenizerConfig)):
         raise TypeError("save_pretrained needs a model built by polymax.build_model (it has no .config)")
     directory = Path(path)
     try:
@@ -52,8 +53,9 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | 
     return directory
 
 
-def read_config(path: str | os.PathLike) -> ModelConfig:
-    """The ModelConfig of a saved model directory, with clear errors for missing or foreign files."""
+def read_config(path: str | os.PathLike) -> ModelConfig | TokenizerConfig:
+    """The ModelConfig (a tokenizer folder: TokenizerConfig) of a saved model directory, with clear errors for
+    missing or foreign files."""
     directory = Path(path)
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
@@ -74,6 +76,8 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
     if "config" not in header:
         raise UserError(f"{config_path} has no 'config' section; the file is incomplete")
     try:
+        if is_tokenizer_dict(header["config"]):
+            return TokenizerConfig.from_dict(header["config"])
         return ModelConfig.from_dict(header["config"])
     except UserError as error:
         raise UserError(f"{config_path}: {error}") from None
@@ -101,7 +105,8 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:   # well-typed but inconsistent
         raise UserError(f"{Path(path) / CONFIG_FILE} does not describe a model that can be built "
                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
-    state = migrate_state_dict(state, config)
+    if isinstance(config, ModelConfig):
+        state = migrate_state_dict(state, config)
     for key, tensor in state.items():   # a NaN weight makes every output NaN: refuse it here, by name
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UserError(f"{weights_path}: tensor {key!r} holds NaN or infinite values; the weights are corrupt")
