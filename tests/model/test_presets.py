@@ -13,6 +13,7 @@ from polymax.config.model import ModelConfig, TaskConfig
 from polymax.errors import UserError
 from polymax.presets import PRESETS
 from polymax.structures import ModelOutput, SegmentationOutput
+from polymax.tasks import TASKS
 from polymax.tools.analysis import count_flops, count_parameters
 
 # Inference parameters (without the training-only semantic branch), spec §7.
@@ -72,7 +73,7 @@ def test_preset_config_is_complete(name):
     config = PRESETS[name]()
     assert isinstance(config, ModelConfig) and config.preset == name
     assert ModelConfig.from_dict(config.to_dict()) == config
-    assert config.tasks and all(task.name in ("panoptic", "semantic", "depth", "normals") for task in config.tasks)
+    assert config.tasks and all(task.name in TASKS for task in config.tasks)
     assert len(set(config.task_names)) == len(config.tasks)
     if name in PANOPTIC:
         info = config.dataset

@@ -48,9 +48,14 @@ def test_data_dependent_init_and_dead_code_restart():
     # every code is one of the encoder outputs, all distinct (128 rows ≥ 64 codes)
     assert all(bool((flat == code).all(dim=1).any()) for code in model.codebook.embedding)
     assert model.codebook.embedding.unique(dim=0).shape[0] == 64
+    before = model.codebook.embedding.clone()
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[:5] = True
     model.codebook.ema_size[:5] = 0.0
-    assert model.codebook.restart_dead_codes(z, threshold=0.5) == 5
-    assert (model.codebook.ema_size >= 0.5).all()
+    assert model.codebook.restart_codes(dead, z, generator=torch.Generator().manual_seed(1)) == 5
+    assert (model.codebook.ema_size == 1.0).all()
+    assert not torch.equal(model.codebook.embedding[:5], before[:5])
+    torch.testing.assert_close(model.codebook.embedding[5:], before[5:], rtol=0, atol=0)
 
 
 def test_model_folder_round_trip(tmp_path):

@@ -25,6 +25,7 @@ VERBS = {
     "data": "data",
     "serve": "serve",
     "presets": "presets",
+    "train-tokenizer": "train_tokenizer",
 }
 
 def _available_verbs() -> dict[str, str]:

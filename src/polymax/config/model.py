@@ -120,6 +120,9 @@ class TaskConfig:
         (Taskonomy and the per-pixel baseline).
     depth_eval_crop: the depth evaluation crop, 'nyu' (Eigen's crop) or None.
     value_mlp_layers: depth of the per-cluster MLP for depth / normals.
+    tokenizer / tokenizer_weights / token_decode: the depth_tokens task (AiT, docs/ait.md): the frozen VQ-VAE's
+        preset ('' = vqvae_tiny_synth_depth), a tokenizer model folder its weights start from ('' = none), and
+        how inference decodes the token distributions, 'soft' (AiT) or 'hard' (argmax).
     """
 
     name: str = "panoptic"
@@ -130,6 +133,9 @@ class TaskConfig:
     depth_loss: str = "silog"
     depth_eval_crop: str | None = None
     value_mlp_layers: int = 2
+    tokenizer: str = ""
+    tokenizer_weights: str = ""
+    token_decode: str = "soft"
 
 
 @dataclass(frozen=True)

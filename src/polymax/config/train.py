@@ -156,6 +156,17 @@ class NormalsLossOptions:
 
 
 @dataclass
+class DepthTokensLossOptions:
+    """The depth_tokens task (AiT): weights of the token cross-entropy of the final prediction, of each kMaX
+    layer's auxiliary prediction, and of the SILog (λ = silog_lambda) of the soft-decoded depth (AiT: 1.0, 0.5)."""
+
+    token_ce: float = 1.0
+    aux_token_ce: float = 1.0
+    soft_silog: float = 1.0
+    silog_lambda: float = 0.5
+
+
+@dataclass
 class TrainConfig:
     """One training run. steps: optimiser steps. precision: 'fp32' or 'bf16' (autocast, CPU and GPU).
     eval_every / checkpoint_every: in steps (0 = only at the end). eval_batches: limit evaluation to this
@@ -170,6 +181,7 @@ class TrainConfig:
     loss: LossOptions = field(default_factory=LossOptions)
     depth_loss: DepthLossOptions = field(default_factory=DepthLossOptions)
     normals_loss: NormalsLossOptions = field(default_factory=NormalsLossOptions)
+    depth_tokens_loss: DepthTokensLossOptions = field(default_factory=DepthTokensLossOptions)
     steps: int = 150_000
     precision: str = "fp32"
     seed: int = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from polymax.errors import UserError
 from polymax.tasks.base import Task
 from polymax.tasks.depth import DepthTask
+from polymax.tasks.depth_tokens import DepthTokensTask
 from polymax.tasks.instance import InstanceTask
 from polymax.tasks.normals import NormalsTask
 from polymax.tasks.panoptic import PanopticTask
@@ -21,6 +22,7 @@ TASKS: dict[str, Task] = {
     "instance": InstanceTask(),
     "depth": DepthTask(),
     "normals": NormalsTask(),
+    "depth_tokens": DepthTokensTask(),
 }
 
 

@@ -104,19 +104,18 @@ class EMACodebook(nn.Module):
         self.ema_size.fill_(1.0)
 
     @torch.no_grad()
-    def restart_dead_codes(self, z: Tensor, *, threshold: float,
-                           generator: torch.Generator | None = None) -> int:
-        """Move every code whose EMA cluster size fell below ``threshold`` onto an encoder output of ``z``;
-        returns how many were restarted."""
-        dead = (self.ema_size < threshold).nonzero().flatten()
-        if dead.numel() == 0:
+    def restart_codes(self, dead: Tensor, z: Tensor, generator: torch.Generator | None = None) -> int:
+        """Move every code where ``dead`` (N,) bool is set onto an encoder output of ``z`` (B, D, h, w), with a
+        fresh EMA state (size 1); returns how many moved. The trainer calls it for codes unused for a while."""
+        index = dead.nonzero().flatten()
+        if index.numel() == 0:
             return 0
         flat = z.permute(0, 2, 3, 1).reshape(-1, self.code_dim)
-        picks = _draw(flat.shape[0], dead.numel(), generator, flat.device)
-        self.embedding[dead] = flat[picks]
-        self.ema_weight[dead] = flat[picks]
-        self.ema_size[dead] = 1.0
-        return int(dead.numel())
+        picks = _draw(flat.shape[0], index.numel(), generator, flat.device)
+        self.embedding[index] = flat[picks]
+        self.ema_weight[index] = flat[picks]
+        self.ema_size[index] = 1.0
+        return int(index.numel())
 
 
 def _draw(available: int, count: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
