@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = build_tokenizer_model(args.preset)
-    if model.config.kind != "depth":
+    if not model.config.zero_is_invalid:          # only depth maps are wired up as training data
         raise UserError(f"{args.preset} is a {model.config.kind} tokenizer; train-tokenizer trains depth "
                         "tokenizers only (instance-mask crops are not wired up yet, see docs/ait.md)")
     low, high = _depth_range(args)

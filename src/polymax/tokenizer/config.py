@@ -7,6 +7,10 @@ from typing import Any
 
 from polymax.errors import UserError
 
+# What a tokenizer encodes → whether a target value of 0 marks an invalid pixel (depth: holes in the ground
+# truth, left out of the reconstruction loss) or is a value like any other (a mask's background).
+ZERO_IS_INVALID = {"depth": True, "mask": False}
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -43,11 +47,15 @@ class TokenizerConfig:
         ratio = self.downsample_ratio
         if ratio < 2 or ratio & (ratio - 1):
             raise UserError(f"tokenizer downsample_ratio must be a power of two >= 2, got {ratio}")
-        if self.kind not in ("depth", "mask"):
-            raise UserError(f"tokenizer kind must be 'depth' or 'mask', got {self.kind!r}")
+        if self.kind not in ZERO_IS_INVALID:
+            raise UserError(f"tokenizer kind must be one of {sorted(ZERO_IS_INVALID)}, got {self.kind!r}")
         for name in ("channels", "hidden_dim", "num_codes", "code_dim"):
             if getattr(self, name) < 1:
                 raise UserError(f"tokenizer {name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def zero_is_invalid(self) -> bool:
+        return ZERO_IS_INVALID[self.kind]
 
     @property
     def decoder_width(self) -> int:

@@ -10,6 +10,7 @@ and its owners keep it in eval mode (``train()`` of the head and the criterion),
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -41,19 +42,39 @@ def same_architecture(a: TokenizerConfig, b: TokenizerConfig) -> bool:
 def build_frozen_tokenizer(preset: str, weights: str) -> VQVAE:
     """The tokenizer of preset ``preset`` in eval mode with its weights as buffers: those of the tokenizer folder
     ``weights`` when it exists, the seeded stand-in otherwise (a missing folder is the caller's to report)."""
-    from polymax.io.pretrained import load_model
-
     config = tokenizer_preset(preset)
     if weights and Path(weights).is_dir():
-        model = load_model(weights)
-        if not isinstance(model, VQVAE) or not same_architecture(model.config, config):
-            raise UserError(f"tokenizer folder {weights} does not hold a {config.preset} tokenizer; train one with "
-                            f"`polymax train-tokenizer --preset {config.preset}`")
+        model = read_tokenizer_folder(Path(weights), expected=config)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(STAND_IN_SEED)
             model = VQVAE(config)
     return freeze(model.eval())
+
+
+def read_tokenizer_folder(folder: Path, *, expected: TokenizerConfig) -> VQVAE:
+    """A tokenizer model folder (``config.json`` + ``model.safetensors`` of ``polymax train-tokenizer``) whose
+    architecture must be ``expected``'s. (Read here rather than through ``polymax.load_model``, which builds
+    models through the task table that imports this module.)"""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    hint = f"train one with `polymax train-tokenizer --preset {expected.preset}`"
+    try:
+        header = json.loads((folder / "config.json").read_text())
+        config = TokenizerConfig.from_dict(header.get("config"))
+    except (OSError, ValueError, AttributeError, UserError) as error:
+        raise UserError(f"tokenizer folder {folder} has no readable tokenizer config.json ({error}); {hint}") from None
+    if not same_architecture(config, expected):
+        raise UserError(f"tokenizer folder {folder} does not hold a {expected.preset} tokenizer; {hint}")
+    model = VQVAE(config)
+    try:
+        state = load_file(str(folder / "model.safetensors"))
+        model.load_state_dict(state)
+    except (OSError, SafetensorError, RuntimeError) as error:
+        raise UserError(f"{folder / 'model.safetensors'} does not hold the tokenizer's weights "
+                        f"({str(error).splitlines()[0]}); {hint}") from None
+    return model
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -129,7 +129,7 @@ class VQVAE(nn.Module):
         target = maps if target is None else target
         quantized: Quantized = self.codebook(self.embed(maps))
         output = self._denormalise(self.decoder(quantized.quantized))
-        if self.config.kind == "depth":
+        if self.config.zero_is_invalid:
             valid = target > 0
             reconstruction = (output[valid] - target[valid]).pow(2).mean() if bool(valid.any()) else output.sum() * 0
         else:

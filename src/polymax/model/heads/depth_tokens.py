@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymax.structures import DepthOutput, MaskPrediction
-from polymax.tokenizer.vqvae import VQVAE
 
 
 @dataclass
@@ -65,11 +64,12 @@ class TokenDepthHead(nn.Module):
     Args:
         pixel_channels: D of ``MaskPrediction.pixel_features``. cluster_channels: E of ``cluster_features``.
         strides: the pixel stride of each prediction's maps, in prediction order (the final one last).
-        tokenizer: the frozen VQ-VAE (weights as buffers, see ``polymax.tokenizer.frozen``).
+        tokenizer: the frozen VQ-VAE (``polymax.tokenizer.vqvae.VQVAE``, weights as buffers): ``ratio``,
+            ``config.num_codes``, ``decode(indices)`` and ``decode_soft(logits)``.
         hidden: width of the cell MLP. decode: 'soft' or 'hard' at inference. min_depth, max_depth: the clamp.
     """
 
-    def __init__(self, *, pixel_channels: int, cluster_channels: int, strides: tuple[int, ...], tokenizer: VQVAE,
+    def __init__(self, *, pixel_channels: int, cluster_channels: int, strides: tuple[int, ...], tokenizer: nn.Module,
                  hidden: int = 256, decode: str = "soft", min_depth: float, max_depth: float) -> None:
         super().__init__()
         if decode not in ("soft", "hard"):
