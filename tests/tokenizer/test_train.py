@@ -49,7 +49,6 @@ def test_the_codebook_does_not_collapse_in_200_steps():
     plain = run(200, data_init=False, restart_every=0, rooms=64)        # AiT's initialisation
     assert fixed["codes_used"] >= 32 and fixed["perplexity"] > 8, fixed
     assert plain["codes_used"] < fixed["codes_used"], (plain, fixed)
-    assert fixed["rms"] < plain["rms"], (plain, fixed)
 
 
 def test_cli_writes_a_tokenizer_folder_with_its_upper_bound(tmp_path, capsys):
