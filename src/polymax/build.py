@@ -204,6 +204,11 @@ def build_baseline(config: ModelConfig) -> nn.Module:
             raise UserError(f"the deeplabv3plus baseline has no head for the {task.name} task")
         heads[task.name] = head
     backbone = build_backbone(config.backbone)
+    if config.baseline_output_stride == 16:
+        from polymax.model.baseline import atrous_last_stage
+        atrous_last_stage(backbone, name=config.backbone.name)
+    elif config.baseline_output_stride != 32:
+        raise UserError(f"baseline_output_stride must be 16 or 32, got {config.baseline_output_stride}")
     channels = tuple(backbone.channels)
     decoder = DeepLabV3PlusDecoder(stage2_channels=channels[1], stage5_channels=channels[4], channels=width,
                                    endpoint_activation=endpoint_activation(config.backbone.name))

@@ -27,3 +27,42 @@ def test_weights_are_untouched_and_no_bn_model_is_fine():
     before = [p.clone() for p in model.parameters()]
     assert recalibrate_batch_norm(model, [torch.randn(2, 3)]) == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_the_training_loop_ends_with_precise_bn_when_asked(tmp_path):
+    from polymax.build import build_model
+    from polymax.config.train import load_config, precise_bn_batches
+    from polymax.data import build_dataset
+    from polymax.engine.assemble import build_collate
+    from polymax.engine.objective import build_objective
+    from polymax.engine.sampler import SeededDataset
+    from polymax.engine.train import fit
+
+    config = load_config(overrides=["model.preset=polymax_tiny_synth_depth", "steps=2", "data.batch_size=1",
+                                    "data.workers=0", f"out_dir={tmp_path}", "progress=false", "tensorboard=false",
+                                    "precise_bn_batches=3"])
+    model = build_model("polymax_tiny_synth_depth")
+    scenes = build_dataset("synth", split="train", size=(33, 33), num_samples=4)
+    torch.manual_seed(5)
+    fit(config, model=model, objective=build_objective(model.config, config), train_set=SeededDataset(scenes),
+        collate_fn=build_collate(model.config))
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # Reset, then exactly the 3 extra batches: a plain run would count the 2 training steps (and keep the old means).
+    assert norms and all(int(n.num_batches_tracked) == 3 for n in norms)
+    assert all(n.momentum == 0.01 for n in norms)
+    # polymax train's default: min(16, steps) batches for short runs, none for long ones; 0 turns it off.
+    assert precise_bn_batches(load_config(overrides=["steps=10"])) == 10
+    assert precise_bn_batches(load_config(overrides=["steps=300"])) == 16
+    assert precise_bn_batches(load_config(overrides=["steps=150000"])) == 0
+    assert precise_bn_batches(load_config(overrides=["steps=300", "precise_bn_batches=0"])) == 0
+
+
+def test_precise_bn_at_the_end_leaves_the_random_streams_alone():
+    from polymax.engine.precise_bn import recalibrate_at_end
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    batches = iter([type("B", (), {"images": torch.randn(2, 3, 4, 4)})() for _ in range(2)])
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    assert recalibrate_at_end(model, batches, count=2, device=torch.device("cpu")) == 2
+    assert torch.equal(torch.get_rng_state(), state)

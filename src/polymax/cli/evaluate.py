@@ -2,7 +2,10 @@
 
 Panoptic: PQ, SQ, RQ for all / things / stuff classes and mIoU; semantic: mIoU; instance: mask AP; depth and
 normals: their metrics. ``--task NAME`` picks one task of a multi-task model (default: its only task).
-``--json`` prints one JSON object (fractions, not percentages) instead.
+``--json`` prints one JSON object (fractions, not percentages) instead. ``--flip``: flip test-time augmentation
+(semantic, depth, normals). ``--set data.normals_dir=DIR`` / ``--set data.options={...}``: the data set's loader
+options, as in ``polymax train``. Depth is scored on the data set's protocol (NYUD-v2: Eigen's crop, 1e-3..10 m)
+when it has one (:mod:`polymax.data.protocol`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--flip", action="store_true",
+                        help="flip test-time augmentation: average with the mirrored image's prediction "
+                             "(semantic, depth, normals; normals' x negated)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.FIELD=VALUE",
+                        help="a data-set option, e.g. --set data.normals_dir=DIR or "
+                             "--set 'data.options={protocol: nyu, depth_scale: 0.001}' (repeatable)")
     parser.add_argument("--no-optimise", action="store_true",
                         help="run the model as built (default: BatchNorms folded and, on a CPU, fused convolutions)")
 
@@ -52,12 +61,15 @@ def run(args: argparse.Namespace) -> int:
         from polymax.inference.fuse import optimise_for_inference
         model = optimise_for_inference(model, device=device)
     options = generation_options(args.dataset, size=tuple(model.config.crop_size))
-    dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, **options)
+    dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, **options,
+                            **data_options(args.overrides))
     if len(dataset) == 0:
         raise UserError(f"the {args.dataset} {args.split} split is empty")
+    from polymax.data.requirements import require_labels
+    require_labels(dataset, (task,), preset=model.config.preset, name=args.dataset, split=args.split)
     metrics = evaluate(model, dataset=dataset, task=task, batch_size=args.batch_size, device=device,
                        precision=args.precision, max_batches=args.limit,
-                       resize_longer_side=args.resize_longer_side, progress=not args.json)
+                       resize_longer_side=args.resize_longer_side, progress=not args.json, flip=args.flip)
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
                          indent=2))
@@ -65,3 +77,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.model} ({task}) on {args.dataset} / {args.split}:")
         print(format_table(metrics))
     return 0
+
+
+def data_options(overrides: list[str]) -> dict:
+    """``build_dataset`` keyword options from ``data.FIELD=VALUE`` assignments (the DataOptions fields
+    normals_dir and options)."""
+    from polymax.config.train import TrainConfig, apply_override
+    from polymax.errors import UserError
+
+    config = TrainConfig()
+    for assignment in overrides:
+        if assignment.partition("=")[0].strip() not in ("data.normals_dir", "data.options"):
+            raise UserError(f"polymax eval --set takes data.normals_dir=DIR or data.options={{...}}, "
+                            f"not {assignment!r}")
+        config = apply_override(config, assignment)
+    return config.data.loader_options()

@@ -145,6 +145,9 @@ class ModelConfig:
     architecture: 'kmax' (cluster prediction) or 'deeplabv3plus' (the per-pixel baseline).
     tasks: the task heads on the trunk, in order; one per task name.
     high_res_stride: stride of the final per-pixel embedding (4, or 2 for Cityscapes R50 / MaX-S).
+    baseline_output_stride: 'deeplabv3plus' only: 16 = the paper's DeepLabv3+ (ResNet stage5 atrous, rate 2, ASPP
+        6/12/18 at stride 16); 32 = stage5 strided as in kMaX (what baseline folders saved without the field
+        were, so they load unchanged).
     """
 
     preset: str = ""
@@ -157,6 +160,7 @@ class ModelConfig:
     postprocess: PostProcessConfig = field(default_factory=PostProcessConfig)
     tasks: tuple[TaskConfig, ...] = (TaskConfig(),)
     high_res_stride: int = 4
+    baseline_output_stride: int = 32
     # Preprocessing: inputs are resized / padded to a 32k+1 size; `crop_size` is the training / eval
     # geometry (H, W) the preset was designed for.
     crop_size: tuple[int, int] = (1281, 1281)

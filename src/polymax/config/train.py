@@ -35,7 +35,13 @@ class ModelOptions:
     aux_semantic: the training-only auxiliary semantic branch of every segmentation task of the model, 'decoder' /
     'head' / 'none' (None = the preset's; 'none' for data without semantic labels).
     overrides: ModelConfig path → value, in ``build_model``'s dotted dialect (``kmax_decoder.num_queries``,
-    ``tasks.depth.max_depth``); applied after the fields above, so a per-task setting beats ``aux_semantic``."""
+    ``tasks.depth.max_depth``); applied after the fields above, so a per-task setting beats ``aux_semantic``.
+    backbone_init: optional ImageNet checkpoint for the backbone alone (ResNet-50: torchvision / timm layout;
+    ConvNeXt: the official or timm layout; safetensors or weights-only .pth), loaded before ``init``.
+    init_depth_range: when ``init``'s depth head was trained for another depth range (Taskonomy 128 m → NYUD-v2
+    10 m): 'rescale' (the preset's range; the same weights then scale every bin, which is printed) or 'keep'
+    (the model takes the source's range, so each bin keeps its metres; evaluation still caps at the data's
+    range). An explicit ``model.tasks.depth.max_depth`` wins over 'keep'."""
 
     preset: str = "polymax_tiny_synth_panoptic"
     init: str | None = None
@@ -44,6 +50,8 @@ class ModelOptions:
     drop_query: float | None = None
     aux_semantic: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    backbone_init: str | None = None
+    init_depth_range: str = "rescale"
 
     def __post_init__(self) -> None:
         # Keys normalised to dots and values typed as the ModelConfig field (YAML lists → tuples, 20 → 20.0),
@@ -55,6 +63,8 @@ class ModelOptions:
                 raise UserError(f"model.overrides: set {path} with model.{MODEL_ALIASES[path]}")
             checked[path] = _coerce(value, _model_field_type(path), where=f"model.{path}")
         self.overrides = checked
+        if self.init_depth_range not in ("rescale", "keep"):
+            raise UserError(f"model.init_depth_range must be 'rescale' or 'keep', got {self.init_depth_range!r}")
 
 
 # ModelConfig paths that already have a ModelOptions field: ``--set model.<path>`` sets that field, so one run
@@ -70,7 +80,9 @@ class DataOptions:
     optimiser step, summed over ranks and accumulation micro-batches. accumulate: micro-batches per step.
     crop_size: training crop (H, W); None = the preset's crop. workers: loader processes per rank.
     check: decode every training sample before step 1 (the checks of ``polymax data inspect``; sets drawn on the
-    fly are not checked); false for huge sets (``--skip-data-check``)."""
+    fly are not checked); false for huge sets (``--skip-data-check``). normals_dir: NYUD-v2's surface-normal PNGs
+    (8-bit GeoNet / Bae layout). options: further keyword options of the data set's loader (``list``: lists,
+    depth_root, depth_scale, protocol, eval_crop, min_depth, max_depth; ``nyuv2``: depth, normals_naming)."""
 
     dataset: str = "synth"
     root: str | None = None
@@ -81,6 +93,12 @@ class DataOptions:
     crop_size: tuple[int, int] | None = None
     workers: int = 2
     check: bool = True
+    normals_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def loader_options(self) -> dict[str, Any]:
+        """The keyword options ``build_dataset`` gets for this data set (``options`` plus ``normals_dir``)."""
+        return {**self.options, **({"normals_dir": self.normals_dir} if self.normals_dir is not None else {})}
 
 
 @dataclass
@@ -88,7 +106,13 @@ class AugmentOptions:
     """Training augmentation (spec §5.1): resize the longer side to resize_longer_side (None = keep; COCO and
     ADE20K use the crop size), random scale in [min_scale, max_scale] by scale_step, AutoAugment (simple
     policy) with magnitudes × autoaugment_magnitude (0 = off), pad + random crop, horizontal flip, panoptic
-    copy-paste. enabled False: only pad / crop to the crop size."""
+    copy-paste. enabled False: only pad / crop to the crop size.
+    recipe: 'kmax' (the above; panoptic / semantic training) or the PolyMaX depth / normals recipe of appendix A
+    (BinsFormer's NYU pipeline): 'depth' = the data set's border crop (its protocol's, e.g. NYU 45:472, 43:608),
+    random rotation ±rotation_degrees (2.5°) with probability 0.5, colour jitter (gamma, brightness, channel gains)
+    with probability color_jitter_prob (0.5), random crop, horizontal flip; 'normals' = the same without
+    rotation. Both ignore the scale / AutoAugment / copy-paste fields (no random scaling).
+    rotation_degrees / color_jitter_prob: None = the recipe's value (0 for 'kmax')."""
 
     enabled: bool = True
     resize_longer_side: int | None = None
@@ -98,6 +122,17 @@ class AugmentOptions:
     autoaugment_magnitude: float = 1.0
     copy_paste: bool = True
     flip: bool = True
+    recipe: str = "kmax"
+    rotation_degrees: float | None = None
+    color_jitter_prob: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.recipe not in AUGMENT_RECIPES:
+            raise UserError(f"augment.recipe must be one of {', '.join(AUGMENT_RECIPES)}, got {self.recipe!r}")
+
+
+# Recipe → (rotation degrees, colour-jitter probability) when the fields are left at None.
+AUGMENT_RECIPES = {"kmax": (0.0, 0.0), "depth": (2.5, 0.5), "normals": (0.0, 0.5)}
 
 
 @dataclass
@@ -172,7 +207,12 @@ class TrainConfig:
     eval_every / checkpoint_every: in steps (0 = only at the end). eval_batches: limit evaluation to this
     many batches (None = the whole split). sync_bn: SyncBatchNorm under DDP on GPUs (deeplab2's default;
     turn off to fine-tune with plain per-GPU BN). device: 'auto', 'cpu', 'cuda'. progress: show a tqdm bar.
-    tensorboard: write TensorBoard scalars to out_dir/tb when the `log` extra is installed."""
+    tensorboard: write TensorBoard scalars to out_dir/tb when the `log` extra is installed.
+    precise_bn_batches: at the end of the run, re-estimate every BatchNorm's running statistics over this many
+    training batches with the final weights (:mod:`polymax.engine.precise_bn`); 0 = never. None (``polymax
+    train`` decides, :func:`precise_bn_batches`): min(16, steps) batches when the run has at most
+    PRECISE_BN_SHORT_RUN steps (a short fine-tune, whose momentum-0.01 statistics still lag the weights), else
+    none. ``fit`` itself runs it only for a number set here."""
 
     model: ModelOptions = field(default_factory=ModelOptions)
     data: DataOptions = field(default_factory=DataOptions)
@@ -194,6 +234,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     progress: bool = True
     tensorboard: bool = True
+    precise_bn_batches: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -215,6 +256,17 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return _build(cls, data, where="")
+
+
+# Runs up to this many steps end with precise BN over PRECISE_BN_BATCHES batches unless told otherwise.
+PRECISE_BN_SHORT_RUN, PRECISE_BN_BATCHES = 5000, 16
+
+
+def precise_bn_batches(config: TrainConfig) -> int:
+    """How many batches re-estimate the BatchNorm statistics at the end of this run (0 = none)."""
+    if config.precise_bn_batches is not None:
+        return max(config.precise_bn_batches, 0)
+    return min(PRECISE_BN_BATCHES, config.steps) if config.steps <= PRECISE_BN_SHORT_RUN else 0
 
 
 # The COCO recipe warms up for 5000 of its 150 000 steps; a shorter run keeps that fraction.

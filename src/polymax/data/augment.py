@@ -232,14 +232,16 @@ class TrainAugmentation:
     kMaX COCO: ``TrainAugmentation(crop_size=(1281, 1281), resize_longer_side=1281, min_scale=0.3,
     max_scale=1.7, autoaugment="simple", copy_paste=True, thing_classes=..., label_divisor=256)``.
     NYUD-v2 depth (BinsFormer): ``border_crop=(45, 472, 43, 608), rotation_degrees=2.5, crop_size=(416, 544),
-    color_jitter_prob=0.5``; normals: the same without rotation (PolyMaX appendix A).
+    color_jitter_prob=0.5``; normals: the same without rotation (PolyMaX appendix A). ``border_crop_size``: cut
+    the border only from images of this (H, W) (None = from every image).
     """
 
     def __init__(self, *, crop_size: tuple[int, int], min_scale: float = 1.0, max_scale: float = 1.0,
                  scale_step: float = 0.1, resize_longer_side: int | None = None, autoaugment: str | None = None,
                  autoaugment_magnitude_scale: float = 1.0, flip_prob: float = 0.5, rotation_degrees: float = 0.0,
                  rotation_prob: float = 0.5, color_jitter_prob: float = 0.0,
-                 border_crop: tuple[int, int, int, int] | None = None, copy_paste: bool = False,
+                 border_crop: tuple[int, int, int, int] | None = None,
+                 border_crop_size: tuple[int, int] | None = None, copy_paste: bool = False,
                  copy_paste_scale: float = 0.5, thing_classes: tuple[int, ...] = (), label_divisor: int = 1000,
                  ignore_label: int = 255, pad_value: float = 127.5) -> None:
         if autoaugment not in (None, "simple"):
@@ -250,6 +252,7 @@ class TrainAugmentation:
         self.autoaugment, self.autoaugment_magnitude_scale = autoaugment, autoaugment_magnitude_scale
         self.flip_prob, self.rotation_degrees, self.rotation_prob = flip_prob, rotation_degrees, rotation_prob
         self.color_jitter_prob, self.border_crop = color_jitter_prob, border_crop
+        self.border_crop_size = None if border_crop_size is None else tuple(border_crop_size)
         self.copy_paste, self.copy_paste_scale = copy_paste, copy_paste_scale
         self.thing_classes, self.label_divisor = tuple(thing_classes), label_divisor
         self.ignore_label, self.pad_value = ignore_label, pad_value
@@ -264,7 +267,7 @@ class TrainAugmentation:
 
     def _single(self, sample: Sample, generator: np.random.Generator, *, scale_multiplier: float) -> Sample:
         sample = as_float_image(sample)
-        if self.border_crop is not None:
+        if self.border_crop is not None and self.border_crop_size in (None, tuple(sample.image.shape[-2:])):
             top, bottom, left, right = self.border_crop
             sample = crop(sample, top, left, bottom - top, right - left)
         if self.resize_longer_side:
@@ -287,3 +290,24 @@ class TrainAugmentation:
         if generator.random() < self.flip_prob:
             sample = hflip(sample)
         return sample
+
+
+def depth_recipe(options, dataset, *, crop_size: tuple[int, int], thing_classes: tuple[int, ...] = (),
+                 label_divisor: int = 1000, ignore_label: int = 255) -> TrainAugmentation:
+    """The PolyMaX depth / normals training pipeline (appendix A, BinsFormer's NYU recipe) from a TrainConfig's
+    ``augment`` section (recipe 'depth' or 'normals'): the data set's border crop (its protocol's, for images of
+    the protocol's size), rotation (depth only), colour jitter, random crop, flip; no random scaling."""
+    from polymax.config.train import AUGMENT_RECIPES
+    from polymax.data.protocol import protocol_of
+
+    rotation, jitter = AUGMENT_RECIPES[options.recipe]
+    rotation = rotation if options.rotation_degrees is None else options.rotation_degrees
+    jitter = jitter if options.color_jitter_prob is None else options.color_jitter_prob
+    protocol = protocol_of(dataset)
+    border = None
+    if protocol is not None and protocol.train_border_crop is not None:
+        border = (protocol.train_border_crop, protocol.size)
+    return TrainAugmentation(crop_size=crop_size, flip_prob=0.5 if options.flip else 0.0, rotation_degrees=rotation,
+                             color_jitter_prob=jitter, border_crop=border[0] if border else None,
+                             border_crop_size=border[1] if border else None, thing_classes=thing_classes,
+                             label_divisor=label_divisor, ignore_label=ignore_label)

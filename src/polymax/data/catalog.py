@@ -68,6 +68,15 @@ def _panoptic(name: str) -> Callable[[], Constructor]:
     return constructor
 
 
+def _listfile() -> Constructor:
+    from polymax.data.listfile import ListFileDataset
+    return ListFileDataset
+
+
+def _list_info() -> DatasetInfo:
+    return DatasetInfo(name="list", class_names=(), ignore_label=IGNORE_LABEL)
+
+
 def _folder() -> Constructor:
     from polymax.data.folder import FolderDataset
     return FolderDataset
@@ -95,6 +104,7 @@ _ENTRIES: dict[str, _Entry] = {
     "cityscapes_panoptic": _Entry(_panoptic("cityscapes_panoptic"), label_spaces.cityscapes_panoptic_info),
     "ade20k_panoptic": _Entry(_panoptic("ade20k_panoptic"), label_spaces.ade20k_panoptic_info),
     "folder": _Entry(_folder, None),
+    "list": _Entry(_listfile, _list_info),
 }
 DATASET_NAMES = tuple(_ENTRIES)
 
@@ -142,11 +152,26 @@ def build_dataset(name: str, *, root: str | None = None, split: str = "train", s
     if root is None and (known is None or known.generation is None):
         raise UserError(f"data set {name!r} needs --root / root= pointing at its files")
     entry = _entry(name)
+    _check_options(name, entry.constructor(), options)
     if entry.generation is not None:
         dataset = entry.constructor()(split=split, **options)
     else:
         dataset = entry.constructor()(root=root, split=split, **options)
     return SkipBadSamples(dataset) if skip_bad else dataset
+
+
+def _check_options(name: str, constructor: Constructor, options: dict[str, Any]) -> None:
+    """One line naming an option the data set's loader does not take (e.g. normals_dir for a folder set)."""
+    import inspect
+
+    parameters = inspect.signature(constructor).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = sorted(k for k, p in parameters.items() if p.kind is p.KEYWORD_ONLY and k not in ("root", "split"))
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        raise UserError(f"data set {name!r} takes no option {unknown[0]!r}; its options: "
+                        f"{', '.join(accepted) or 'none'}")
 
 
 class SkipBadSamples(Sequence):
@@ -160,6 +185,7 @@ class SkipBadSamples(Sequence):
         self.dataset = dataset
         self.skipped: dict[int, str] = {}
         self.info = getattr(dataset, "info", None)
+        self.protocol = getattr(dataset, "protocol", None)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -19,6 +19,7 @@ dataset.yaml (required when semantic or panoptic labels exist)::
     max_depth: 10.0
     label_divisor: 1000
     void_value: 255        # the value that marks void in the semantic PNGs / panoptic class
+    protocol: nyu          # optional: score depth as this data set is scored (polymax.data.protocol)
 
 Photos are turned upright by their EXIF orientation tag (as a phone or a viewer shows them); label files are
 read as stored, without rotation (they carry no EXIF), so a label must match the upright photo's size.
@@ -48,6 +49,7 @@ from polymax.data.images import (
     read_rgb_segment_ids,
 )
 from polymax.data.label_spaces import palette
+from polymax.data.protocol import DepthProtocol, resolve_protocol
 from polymax.data.sample import Sample
 from polymax.errors import UserError
 
@@ -64,6 +66,7 @@ class FolderConfig:
     max_depth: float = 10.0
     void_value: int = 255
     path: Path | None = None
+    protocol: DepthProtocol | None = None
 
 
 def _config_path(root: Path, split: str | None = None) -> Path | None:
@@ -85,7 +88,7 @@ def read_folder_config(root: str | Path, split: str | None = None) -> FolderConf
         raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(content, dict):
         raise UserError(f"{path}: must be a mapping with keys classes, depth_scale, min_depth, max_depth")
-    known = {"name", "classes", "depth_scale", "min_depth", "max_depth", "label_divisor", "void_value"}
+    known = {"name", "classes", "depth_scale", "min_depth", "max_depth", "label_divisor", "void_value", "protocol"}
     unknown = sorted(set(content) - known)
     if unknown:
         raise UserError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(known)}")
@@ -115,8 +118,9 @@ def read_folder_config(root: str | Path, split: str | None = None) -> FolderConf
         raise UserError(f"{path}: void_value {void} collides with class ids 0..{len(names) - 1} (max 255 classes)")
     info = DatasetInfo(name=str(content.get("name", "folder")), class_names=tuple(names), thing_classes=tuple(things),
                        colors=tuple(colours), ignore_label=255, label_divisor=divisor)
+    protocol = resolve_protocol(content.get("protocol"), where=str(path)) if content.get("protocol") else None
     return FolderConfig(info=info, depth_scale=depth_scale, min_depth=min_depth, max_depth=max_depth,
-                        void_value=void, path=path)
+                        void_value=void, path=path, protocol=protocol)
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -130,6 +134,7 @@ class FolderDataset(torch.utils.data.Dataset):
             raise UserError(f"no images folder: expected {root / split / 'images'} or {root / 'images'}")
         self.config = read_folder_config(root, split)
         self.info = self.config.info
+        self.protocol = self.config.protocol
         stems = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
         list_file = root / f"{split}.txt"
         if self.base == root and list_file.is_file():

@@ -25,6 +25,7 @@ import torch
 
 from polymax.data.images import check_same_size, decode_normals_png, read_png, require_file
 from polymax.data.label_spaces import load_metadata, nyuv2_info
+from polymax.data.protocol import NYU
 from polymax.data.sample import Sample
 from polymax.errors import UserError
 
@@ -94,6 +95,7 @@ class NYUDepthV2(torch.utils.data.Dataset):
             raise UserError(f"NYUD-v2 normals folder not found: {self.normals_dir}")
         self.normals_naming = normals_naming
         self.info = nyuv2_info()
+        self.protocol = NYU   # Eigen's crop, 1e-3..10 m, the recipe's border crop
         self._lookup = label_lookup()
         self._file, self._pid = None, None
         count, self.size = self._check_layout()

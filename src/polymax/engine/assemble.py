@@ -27,6 +27,9 @@ def build_training_model(config: TrainConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_model(config.model.preset, **model_overrides(config))
+    if config.model.backbone_init:
+        from polymax.model.backbones.init import load_backbone_init
+        print(load_backbone_init(model.backbone, config.model.backbone_init))
     if config.model.init:
         load_matching_weights(model, config.model.init)
     return model
@@ -55,6 +58,10 @@ def model_overrides(config: TrainConfig) -> dict[str, Any]:
                 overrides[f"tasks.{task.name}.aux_semantic"] = options.aux_semantic
     if config.data.crop_size is not None:
         overrides["crop_size"] = tuple(config.data.crop_size)
+    if options.init and options.init_depth_range == "keep":
+        from polymax.io.pretrained import read_config
+        from polymax.tasks.depth import source_depth_ranges
+        overrides.update(source_depth_ranges(read_config(options.init), preset))   # each bin keeps its metres
     info = dataset_info(config.data.dataset, root=config.data.root)
     if info.class_names != preset.dataset.class_names:
         overrides["dataset"] = info
@@ -79,6 +86,10 @@ def load_matching_weights(model: nn.Module, directory: str) -> None:
     if not matching:
         raise UserError(f"model.init: no tensor of {path} fits preset {model.config.preset!r}")
     model.load_state_dict(matching, strict=False)
+    from polymax.io.pretrained import read_config
+    from polymax.tasks.depth import depth_range_changes
+    for note in depth_range_changes(read_config(directory), model.config):
+        print(f"model.init: {note}")
     skipped = len(own) - len(matching)
     print(f"initialised {len(matching)} tensors from {directory}" + (f" ({skipped} left as built)" if skipped else ""))
 
@@ -87,18 +98,24 @@ def build_train_set(config: TrainConfig, model_config: ModelConfig) -> SeededDat
     """The training split with the run's augmentation, indexed by (index, seed) stream entries."""
     from polymax.data import build_dataset, generation_options
     from polymax.data.augment import TrainAugmentation
+    from polymax.data.requirements import require_labels
 
     crop = tuple(config.data.crop_size or model_config.crop_size)
     options = generation_options(config.data.dataset, size=crop)
     dataset = _checked_dataset(build_dataset, config.data.dataset, root=config.data.root, split=config.data.split,
-                               **options)
+                               **options, **config.data.loader_options())
+    require_labels(dataset, model_config.task_names, preset=model_config.preset, name=config.data.dataset,
+                   split=config.data.split)
     if config.data.check and not options:   # a generated set has no files to check
         from polymax.data.inspect import check_dataset
         check_dataset(dataset, name=config.data.dataset, split=config.data.split)
     info, aug = model_config.dataset, config.augment
     common = {"crop_size": crop, "thing_classes": info.thing_classes, "label_divisor": info.label_divisor,
               "ignore_label": info.ignore_label}
-    if aug.enabled:
+    if aug.enabled and aug.recipe != "kmax":
+        from polymax.data.augment import depth_recipe
+        transform = depth_recipe(aug, dataset, **common)
+    elif aug.enabled:
         transform = TrainAugmentation(
             min_scale=aug.min_scale, max_scale=aug.max_scale, scale_step=aug.scale_step,
             resize_longer_side=aug.resize_longer_side,
@@ -125,7 +142,8 @@ def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device)
     crop = tuple(config.data.crop_size or model_config.crop_size)
     options = generation_options(config.data.dataset, size=crop, evaluation=True)
     try:
-        dataset = build_dataset(config.data.dataset, root=config.data.root, split=config.data.eval_split, **options)
+        dataset = build_dataset(config.data.dataset, root=config.data.root, split=config.data.eval_split, **options,
+                                **config.data.loader_options())
     except UserError as error:
         print(f"no periodic evaluation: {error}")
         return None

@@ -9,17 +9,18 @@ the running mean / variance change; weights and the training-mode computation ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
+def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor], *,
+                           task: str | tuple[str, ...] | None = None) -> int:
     """Replace every BatchNorm's running statistics by their average over the forward passes of ``images``
-    (each a (B, 3, H, W) batch as the model takes it). Returns the number of batches used; the model's
-    training flag and BN momenta are restored."""
+    (each a (B, 3, H, W) batch as the model takes it; ``task``: the tasks to run, None = the model's only one).
+    Returns the number of batches used; the model's training flag and BN momenta are restored."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
@@ -32,10 +33,20 @@ def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> 
     count = 0
     try:
         for batch in images:
-            model(batch)
+            model(batch) if task is None else model(batch, task=task)
             count += 1
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum
         model.train(was_training)
     return count
+
+
+def recalibrate_at_end(model: nn.Module, batches: Iterator, *, count: int, device: torch.device) -> int:
+    """Precise BN for the training loop: ``count`` more batches from its loader (each with ``.images``), in
+    fp32, on a forked RNG so that the drop-path draws here leave the run's random streams (and with them a
+    resumed run's bit-identity) untouched. Every rank calls it (SyncBatchNorm needs all of them)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return recalibrate_batch_norm(model, (next(batches).images.to(device) for _ in range(count)),
+                                      task=tuple(getattr(model, "tasks", ())) or None)

@@ -17,6 +17,7 @@ Guarantees (tested in ``tests/engine``):
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polymax.config.train import TrainConfig, fill_step_defaults
+from polymax.config.train import TrainConfig, fill_step_defaults, precise_bn_batches
 from polymax.engine import distributed
 from polymax.engine.checkpoint import (
     LAST,
@@ -84,6 +85,7 @@ def train(config: TrainConfig, *, resume: bool = False, allow_config_change: boo
         if resume:
             check_recipe(config, allow_change=allow_config_change, context=context)
         model = build_training_model(config)
+        config = dataclasses.replace(config, precise_bn_batches=precise_bn_batches(config))   # None → this run's
         _say(context, "resolved training config:\n" + config.to_yaml())
         evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
         return fit(config, model=model, objective=build_objective(model.config, config),
@@ -226,6 +228,10 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                 log.scalars(step, {"loss/total": loss, "lr": lr,
                                    **{f"loss/{k}": v for k, v in terms.to_floats().items() if k != "total_loss"}})
             done = step == config.steps or stop_requested
+            if step == config.steps and (config.precise_bn_batches or 0) > 0:   # before the last evaluation and save
+                from polymax.engine.precise_bn import recalibrate_at_end
+                used = recalibrate_at_end(model, batches, count=config.precise_bn_batches, device=device)
+                _say(context, f"precise BN: BatchNorm statistics re-estimated on {used} training batches", bar)
             if evaluate_fn is not None and ((config.eval_every and step % config.eval_every == 0) or done):
                 metrics = _evaluate_on_main(context, evaluate_fn, model, generators)
                 log.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})

@@ -9,6 +9,11 @@ Geometry (spec §3): with ``resize_longer_side`` the image is resized (bilinear,
 longer side has that length, the model pads it to a 32k+1 size itself, panoptic merging runs at that padded
 size (as deeplab2 evaluates), and the maps are brought back to the raw size — labels with nearest neighbours,
 depth / normals bilinearly. Without it the model sees the raw image.
+
+Conventions carried by the data: a data set with a depth ``protocol`` (:mod:`polymax.data.protocol`; NYUD-v2
+however it is read) has depth scored on the protocol's crop and valid range, whatever the model was trained on.
+``flip=True`` (semantic, depth, normals): each image's map is averaged with the flipped image's, flipped back
+(normals' n_x negated), by :func:`polymax.inference.tta.predict_dense`.
 """
 
 from __future__ import annotations
@@ -19,9 +24,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from polymax.errors import UserError
 from polymax.geometry import Geometry, padded_size, resize_bilinear
+from polymax.inference.tta import predict_dense
+from polymax.structures import DepthResult, NormalsResult, SegmentationResult
 from polymax.tasks import get_task
 from polymax.tasks.base import output_slice
+from polymax.tasks.depth import resize_scale
+
+# Flip-TTA map of one image (V, H, W) at the raw size → the task's result (what its metrics read); depth in the
+# raw image's metres (× the resize factor, as the depth task's own decoding does).
+FLIP_RESULTS = {
+    "semantic": lambda values, geometry: SegmentationResult(
+        task="semantic", size=geometry.original, semantic=values.argmax(0).cpu().numpy().astype("int32")),
+    "depth": lambda values, geometry: DepthResult(
+        task="depth", size=geometry.original, depth=(values[0] * resize_scale(geometry)).cpu().numpy()),
+    "normals": lambda values, geometry: NormalsResult(
+        task="normals", size=geometry.original, normals=values.permute(1, 2, 0).cpu().numpy()),
+}
 
 PANOPTIC_COLUMNS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff")
 
@@ -29,7 +49,7 @@ PANOPTIC_COLUMNS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq
 @torch.no_grad()
 def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] | None = None, batch_size: int = 1,
              device: torch.device | str = "cpu", precision: str = "fp32", max_batches: int | None = None,
-             resize_longer_side: int | None = None, progress: bool = False) -> dict[str, float]:
+             resize_longer_side: int | None = None, progress: bool = False, flip: bool = False) -> dict[str, float]:
     """Metrics of ``model`` (with ``.config``) over ``dataset`` (Samples, any sizes when batch_size is 1).
 
     ``task``: a task name, several, or None for every task of the model; with more than one task the keys are
@@ -37,11 +57,19 @@ def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] |
     from tqdm import tqdm
 
     from polymax.data.collate import collate
+    from polymax.data.protocol import protocol_of
 
     config = model.config
     names = tuple(model.tasks) if task is None else (task,) if isinstance(task, str) else tuple(task)
     settings = {name: config.task(name) for name in names}   # a one-line error for a task the model lacks
+    if flip and set(names) - set(FLIP_RESULTS):
+        others = sorted(set(names) - set(FLIP_RESULTS))
+        raise UserError(f"--flip works for the {', '.join(FLIP_RESULTS)} tasks, not {others}")
     metrics = {name: get_task(name).build_metrics(config, task) for name, task in settings.items()}
+    protocol = protocol_of(dataset)
+    for metric in metrics.values():
+        if protocol is not None and hasattr(metric, "use_protocol"):
+            metric.use_protocol(protocol)     # the data's crop and range, not the model's
     decoders = {name: get_task(name).build_decoder(config, task) for name, task in settings.items()}
     info = config.dataset
     loader = torch.utils.data.DataLoader(
@@ -58,6 +86,13 @@ def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] |
         content = tuple(images.shape[-2:])
         geometry = Geometry(original=raw_size, content=content, network=padded_size(content))
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if flip:
+                for name in names:
+                    maps = predict_dense(model, images, task=name, flip=True, output_size=raw_size,
+                                         task_config=settings[name]).float()
+                    for slot in range(images.shape[0]):
+                        metrics[name].update(FLIP_RESULTS[name](maps[slot], geometry), targets, slot)
+                continue
             output = model(images, task=names)
         for name in names:
             final = output[name].final

@@ -131,7 +131,9 @@ def deeplabv3plus(make: Callable[[], ModelConfig], name: str) -> ModelConfig:
     The decoder width is ``head.pixel_head_channels`` (256 in the full-size presets)."""
     config = make()
     tasks = tuple(replace(task, aux_semantic="none", depth_loss="charbonnier") for task in config.tasks)
-    return replace(config, preset=name, architecture="deeplabv3plus", tasks=tasks)
+    # The paper's DeepLabv3+: output stride 16 on ResNets (atrous stage5); ConvNeXt has no atrous form here.
+    stride = 16 if config.backbone.name.startswith("resnet") else 32
+    return replace(config, preset=name, architecture="deeplabv3plus", tasks=tasks, baseline_output_stride=stride)
 
 
 def _table() -> dict[str, Callable[[], ModelConfig]]:

@@ -138,8 +138,18 @@ def depth_range(result: DepthResult) -> tuple[float, float]:
 
 
 def decode_depth(output: DepthOutput, geometry: Geometry) -> DepthResult:
-    depth = geometry.dense(output.depth)[0, 0].cpu().numpy()
-    return DepthResult(task="depth", size=geometry.original, depth=depth)
+    """Depth on the original image, in the original image's metres. An image resized by s before the network
+    (``geometry.content`` vs ``original``: the predictor's fit or max-size shrink, eval's resize_longer_side)
+    looks as if seen from 1/s times farther (a pinhole camera's apparent size is ∝ 1/depth, and resizing scales
+    the focal length in pixels by s), so the network's depth is multiplied by s; at s = 1 nothing changes."""
+    depth = geometry.dense(output.depth)[0, 0] * resize_scale(geometry)
+    return DepthResult(task="depth", size=geometry.original, depth=depth.cpu().numpy())
+
+
+def resize_scale(geometry: Geometry) -> float:
+    """s, the factor the image was resized by before the network: the geometric mean of the two axes' ratios."""
+    (height, width), (content_h, content_w) = geometry.original, geometry.content
+    return float(((content_h / height) * (content_w / width)) ** 0.5)
 
 
 def clamp_depth(depth: Tensor, min_depth: float, max_depth: float) -> Tensor:
@@ -156,9 +166,53 @@ def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
 class DepthTaskMetrics:
     def __init__(self, task: TaskConfig) -> None:
         self.depth = DepthMetrics(min_depth=task.min_depth, max_depth=task.max_depth, eval_crop=task.depth_eval_crop)
+        self.protocol = None
+
+    def use_protocol(self, protocol) -> None:
+        """Score as the data set is scored (a :class:`polymax.data.protocol.DepthProtocol`): its crop, its valid
+        range, predictions clamped to it (the depth cap) — instead of the model's own range and crop."""
+        self.protocol = protocol
+        self.depth = DepthMetrics(min_depth=protocol.min_depth, max_depth=protocol.max_depth,
+                                  eval_crop=protocol.eval_crop)
 
     def update(self, result: DepthResult, targets: Targets, index: int) -> None:
-        self.depth.update(torch.from_numpy(result.depth)[None, None], targets.depth[index: index + 1])
+        target = targets.depth[index: index + 1]
+        size = tuple(target.shape[-2:])
+        if self.protocol is not None and self.protocol.size is not None and size != self.protocol.size:
+            raise UserError(f"depth protocol {self.protocol.name!r} scores {self.protocol.size[1]}x"
+                            f"{self.protocol.size[0]} ground truth, got {size[1]}x{size[0]}; evaluate at the "
+                            "original resolution or give the data set its own eval_crop")
+        self.depth.update(torch.from_numpy(result.depth)[None, None], target)
 
     def compute(self) -> dict[str, float]:
         return self.depth.compute()
+
+
+def depth_range_changes(source, target) -> list[str]:
+    """What loading ``source``'s depth-head weights (a ModelConfig) into a ``target`` model does to the bins, one
+    line per depth task whose range differs. The head maps a cluster to b = lo + (hi − lo)·σ(t): the same weights
+    give the same σ(t), so in the new range every bin moves to lo' + (b − lo)·(hi' − lo')/(hi − lo)."""
+    notes = []
+    ranges = {task.name: (task.min_depth, task.max_depth) for task in source.tasks if task.name == "depth"}
+    for task in target.tasks:
+        if task.name not in ranges or ranges[task.name] == (task.min_depth, task.max_depth):
+            continue
+        (low, high), (new_low, new_high) = ranges[task.name], (task.min_depth, task.max_depth)
+        factor = (new_high - new_low) / (high - low)
+        notes.append(f"{task.name} head: the loaded bins were trained for {low:g}-{high:g} m, this model's range is "
+                     f"{new_low:g}-{new_high:g} m, so every bin b becomes {new_low:g} + (b - {low:g}) x {factor:.4g} "
+                     f"(a {high:g} m bin now means {new_high:g} m); set model.init_depth_range=keep to train in "
+                     f"the source's {low:g}-{high:g} m range instead")
+    return notes
+
+
+def source_depth_ranges(source, target) -> dict[str, float]:
+    """``build_model`` overrides giving ``target``'s depth tasks the depth range of ``source``'s same-named task
+    (fine-tuning with model.init_depth_range=keep)."""
+    ranges = {task.name: task for task in source.tasks if task.name == "depth"}
+    overrides: dict[str, float] = {}
+    for task in target.tasks:
+        if task.name in ranges:
+            overrides[f"tasks.{task.name}.min_depth"] = ranges[task.name].min_depth
+            overrides[f"tasks.{task.name}.max_depth"] = ranges[task.name].max_depth
+    return overrides
