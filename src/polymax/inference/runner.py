@@ -36,7 +36,7 @@ class TorchRunner:
     ``task``: the task to run (None = the model's only task; a one-line error listing the choices otherwise).
     """
 
-    fixed_size = None
+    fixed_size: tuple[int, int] | None = None
 
     def __init__(self, model: nn.Module, *, task: str | None = None, device: str | torch.device = "cpu",
                  optimise: bool = True) -> None:
