@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or quoted glob patterns")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
+    source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors), or a "
+                        "Hugging Face Hub repo id owner/name (the hub extra; cached for offline use)")
     source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx` (runs on CPU)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs (created)")
     parser.add_argument("--task", metavar="NAME", help="the task to run (default: the model's only task)")

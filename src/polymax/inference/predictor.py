@@ -88,16 +88,18 @@ class Predictor:
         if fixed is not None and (resize != "fit" or (size is not None and tuple(size) != tuple(fixed))):
             raise UserError(f"this exported graph takes exactly {fixed[0]}x{fixed[1]} (HxW) inputs; use resize "
                             "'fit' without another size, or export with --dynamic")
-        self.size = tuple(fixed or size or self.config.crop_size)
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise UserError(f"size must be two positive numbers (H, W), got {self.size}")
+        chosen = tuple(fixed or size or self.config.crop_size)
+        if len(chosen) != 2 or min(chosen) < 1:
+            raise UserError(f"size must be two positive numbers (H, W), got {chosen}")
+        self.size: tuple[int, int] = (int(chosen[0]), int(chosen[1]))
         if max_size is not None and max_size < 33:
             raise UserError(f"max size must be at least 33 pixels, got {max_size}")
         self.batch_size, self.resize, self.max_size = batch_size, resize, max_size
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **options) -> Predictor:
-        """A predictor for a model directory written by ``save_pretrained`` / ``polymax train``."""
+        """A predictor for a model directory written by ``save_pretrained`` / ``polymax train``, or a Hugging Face
+        Hub repo id ``owner/name`` (the ``hub`` extra; see :mod:`polymax.io.hub`)."""
         from polymax.io.pretrained import load_model
         return cls(load_model(path), **options)
 
@@ -126,7 +128,7 @@ class Predictor:
             for slot, index in enumerate(group):
                 results[index] = self._finish(raw, slot, plans[index], probabilities)
             pending = [i for i in pending if i not in group]
-        return results
+        return [result for result in results if result is not None]
 
     def geometry(self, original: tuple[int, int]) -> Geometry:
         """Where an image of size ``original`` (H, W) goes inside the network's input."""
@@ -135,21 +137,21 @@ class Predictor:
             content = self._capped(original)
             return Geometry(original, content, padded_size(content))
         scale = min(self.size[0] / original[0], self.size[1] / original[1])
-        content = tuple(min(max(1, round(n * scale)), limit) for n, limit in zip(original, self.size))
+        height, width = (min(max(1, round(n * scale)), limit) for n, limit in zip(original, self.size))
         network = self.runner.fixed_size or padded_size(self.size)
-        return Geometry(original, content, tuple(network))
+        return Geometry(original, (height, width), (network[0], network[1]))
 
     def _capped(self, size: tuple[int, int]) -> tuple[int, int]:
         """``size`` shrunk so that its longer side is at most ``max_size`` (aspect ratio kept)."""
         if self.max_size is None or max(size) <= self.max_size:
-            return tuple(size)
+            return size[0], size[1]
         scale = self.max_size / max(size)
-        return tuple(max(1, round(n * scale)) for n in size)
+        return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
     def _prepare(self, array: np.ndarray, plan: Geometry) -> Tensor:
         """(H, W, 3) uint8 or float 0..255 → (1, 3, H_net, W_net) float32: shrunk to ``max_size`` first if larger
         (uint8, antialiased: no full-size float copy), resized into the content box, padded with 127.5."""
-        capped = self._capped(array.shape[:2])
+        capped = self._capped((array.shape[0], array.shape[1]))
         if capped != tuple(array.shape[:2]):
             array = _shrink(array, capped)
         if not array.flags.writeable:       # torch warns on read-only memory; a uint8 copy is cheap
@@ -173,7 +175,7 @@ def _shrink(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) → (h, w, 3) smaller, with PIL's antialiased bilinear filter; uint8 stays uint8 (float arrays,
     which already cost a full-size float copy, go through torch's antialiased resize)."""
     if array.dtype == np.uint8:
-        return np.array(Image.fromarray(array).resize((size[1], size[0]), Image.BILINEAR))   # writable
+        return np.array(Image.fromarray(array).resize((size[1], size[0]), Image.Resampling.BILINEAR))   # writable
     image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
     shrunk = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
     return shrunk[0].permute(1, 2, 0).contiguous().numpy()
