@@ -1,7 +1,8 @@
 """Inference for users: image in, typed maps at the image's own resolution out.
 
     predictor = Predictor.from_pretrained("my_model")          # or Predictor(model), Predictor.from_onnx(file)
-    result = predictor.predict(Image.open("room.jpg"))         # PIL image or numpy array, any size
+    result = predictor.predict("room.jpg")                     # a path, PIL image, numpy array or tensor, any size
+    results = predictor.predict_batch(["a.jpg", "b.jpg"])      # or a (B, 3, H, W) tensor / (B, H, W, 3) array
     result.task, result.size                                   # the task's typed result (polymax.structures):
     result.semantic, result.panoptic, result.segments          #   SegmentationResult (panoptic / semantic / instance)
     result.depth                                               #   DepthResult
@@ -30,6 +31,7 @@ full-size result maps (e.g. 4000 × 3000: int64 panoptic ids 96 MB, int32 classe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,12 +43,14 @@ from torch import Tensor, nn
 
 from polymax.errors import UserError
 from polymax.geometry import Geometry, padded_size, resize_bilinear
-from polymax.inference.images_io import to_rgb
+from polymax.inference.images_io import load_rgb, to_rgb
 from polymax.inference.runner import Runner, TorchRunner
 from polymax.structures import Result, TaskOutput
 from polymax.tasks import get_task
 from polymax.tasks.base import output_slice, probabilities_at_input
 
+# One image as the Predictor takes it (see as_arrays).
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
 PAD_VALUE = 127.5  # pixel value that the model's normalisation maps to 0
 MAX_SIZE = 2048    # longer side beyond which an image is shrunk (uint8) before anything else
 
@@ -109,14 +113,19 @@ class Predictor:
         from polymax.export.onnx import OnnxRunner
         return cls(OnnxRunner(path), **options)
 
-    def predict(self, image: Image.Image | np.ndarray, *, probabilities: bool = False) -> Result:
-        """One image (PIL or numpy, see :mod:`polymax.inference.images_io` for accepted formats)."""
-        return self.predict_batch([image], probabilities=probabilities)[0]
+    def predict(self, image: ImageInput, *, probabilities: bool = False) -> Result:
+        """One image: a file path, PIL image, numpy array (H, W[, C]) or tensor (C, H, W), RGB 0..255 (see
+        :mod:`polymax.inference.images_io` for the accepted formats). Batches go to :meth:`predict_batch`."""
+        arrays = as_arrays(image)
+        if len(arrays) != 1:
+            raise UserError(f"predict takes one image, got a batch of {len(arrays)}; use predict_batch")
+        return self.predict_batch(arrays, probabilities=probabilities)[0]
 
-    def predict_batch(self, images: Sequence[Image.Image | np.ndarray], *, probabilities: bool = False
+    def predict_batch(self, images: Sequence[ImageInput] | np.ndarray | Tensor, *, probabilities: bool = False
                       ) -> list[Result]:
-        """Results in input order; up to ``batch_size`` images of equal padded size per forward pass."""
-        arrays = [to_rgb(image) for image in images]
+        """Results in input order; up to ``batch_size`` images of equal padded size per forward pass. ``images``:
+        a sequence of what :meth:`predict` takes, a (B, H, W, C) array or a (B, C, H, W) tensor."""
+        arrays = as_arrays(images)
         plans = [self.geometry(array.shape[:2]) for array in arrays]
         results: list[Result | None] = [None] * len(arrays)
         pending = list(range(len(arrays)))
@@ -169,6 +178,24 @@ class Predictor:
             result.probabilities = probabilities_at_input(output, plan).cpu().numpy()
             result.clusters = get_task(self.task).cluster_captions(output, self.config)
         return result
+
+
+def as_arrays(images: object) -> list[np.ndarray]:
+    """(H, W, 3) RGB arrays (uint8, or float32 0..255) from one image or a batch: paths, PIL images, numpy
+    arrays (H, W[, C]) / (B, H, W, C), tensors (C, H, W) / (B, C, H, W) (uint8 or float 0..255), or lists of them."""
+    if isinstance(images, (str, os.PathLike)):
+        return [load_rgb(images)]
+    if isinstance(images, Tensor):
+        tensor = images.detach().cpu()
+        if tensor.ndim == 4 or (tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4) and tensor.shape[-1] > 4):
+            tensor = tensor.movedim(-3, -1)                 # channels first, as torch images are → channels last
+        array = tensor.numpy() if tensor.dtype == torch.uint8 else tensor.float().numpy()
+        return as_arrays(list(array) if array.ndim == 4 else array)
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [to_rgb(image) for image in images]
+    if isinstance(images, (list, tuple)):
+        return [array for image in images for array in as_arrays(image)]
+    return [to_rgb(images)]  # type: ignore[arg-type]   # to_rgb names any other type in its error
 
 
 def _shrink(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
