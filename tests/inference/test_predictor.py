@@ -241,3 +241,15 @@ def test_every_input_kind_gives_the_same_result(tmp_path):
         np.testing.assert_array_equal(results[1].depth, predictor.predict(arrays[1]).depth)
     with pytest.raises(UserError, match="got a batch of 2; use predict_batch"):
         predictor.predict(batched)
+
+
+def test_bf16_autocast_is_close_to_fp32_and_onnx_refuses_it():
+    torch.manual_seed(0)
+    model = polymax.build_model("polymax_tiny_synth_depth").eval()
+    image = np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    exact = Predictor(model).predict(image).depth
+    half = Predictor(model, precision="bf16").predict(image).depth
+    assert half.dtype == exact.dtype and not np.array_equal(half, exact)      # it did run in bf16
+    assert np.abs(half - exact).max() < 0.05 * np.abs(exact).max()
+    with pytest.raises(UserError, match="precision must be"):
+        Predictor(model, precision="int8")

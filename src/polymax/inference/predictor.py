@@ -68,14 +68,22 @@ class Predictor:
         size: the (H, W) geometry for 'fit'; default the preset's crop size (a static graph's input size).
         optimise: run an inference-optimised copy of a PyTorch model (:class:`TorchRunner`; default on).
         max_size: longer side beyond which an image is shrunk first (None: never; see the module docstring).
+        precision: 'fp32', or 'bf16' / 'fp16' autocast (PyTorch models only; GPUs gain most).
+        compile: run the PyTorch model through ``torch.compile``.
     """
 
     def __init__(self, model: nn.Module | Runner, *, task: str | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 1, resize: str = "fit", size: tuple[int, int] | None = None,
-                 optimise: bool = True, max_size: int | None = MAX_SIZE) -> None:
+                 optimise: bool = True, max_size: int | None = MAX_SIZE, precision: str = "fp32",
+                 compile: bool = False) -> None:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         if isinstance(model, nn.Module):
-            self.runner: Runner = TorchRunner(model, task=task, device=device, optimise=optimise)
+            self.runner: Runner = TorchRunner(model, task=task, device=device, optimise=optimise,
+                                              precision=precision, compile=compile)
         else:
+            if precision != "fp32" or compile:
+                raise UserError("precision and compile apply to PyTorch models; an exported graph runs as exported")
             self.runner = model
             if task is not None and task != model.task:
                 model.config.task(task)                 # a one-line error for a task the model lacks
