@@ -1,13 +1,14 @@
 """PolyMaX: general dense prediction with k-means mask transformers, in PyTorch.
 
-Public API: :func:`build_model`, :func:`load_model`, :func:`save_pretrained`, :data:`PRESETS`, :data:`TASKS`.
+Public API: :func:`build_model`, :func:`load_model`, :func:`save_pretrained`, :func:`push_to_hub`, :data:`PRESETS`,
+:data:`TASKS`.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build_model", "load_model", "save_pretrained", "PRESETS", "TASKS"]
+__all__ = ["__version__", "build_model", "load_model", "save_pretrained", "push_to_hub", "PRESETS", "TASKS"]
 
 
 def __getattr__(name: str):
@@ -21,6 +22,9 @@ def __getattr__(name: str):
     if name == "save_pretrained":
         from polymax.io.pretrained import save_pretrained
         return save_pretrained
+    if name == "push_to_hub":
+        from polymax.io.hub import push_to_hub
+        return push_to_hub
     if name == "TASKS":
         from polymax.tasks import TASKS
         return TASKS

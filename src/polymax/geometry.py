@@ -47,7 +47,8 @@ PAD_MULTIPLE = 32
 
 def padded_size(size: tuple[int, int]) -> tuple[int, int]:
     """The 32k+1 size an input of ``size`` (H, W) is padded to: 129 → 129, 130 → 161, 100 → 129."""
-    return tuple(PAD_MULTIPLE * math.ceil((n - 1) / PAD_MULTIPLE) + 1 for n in size)
+    height, width = (PAD_MULTIPLE * math.ceil((n - 1) / PAD_MULTIPLE) + 1 for n in size)
+    return height, width
 
 
 def resize_to_input(maps: Tensor, input_size: tuple[int, int], *, mode: str = "bilinear") -> Tensor:
@@ -55,7 +56,7 @@ def resize_to_input(maps: Tensor, input_size: tuple[int, int], *, mode: str = "b
 
     Resizes to the padded size (bilinear with align_corners, or nearest) and crops the padding away.
     """
-    size = padded_size(tuple(input_size))
+    size = padded_size((input_size[0], input_size[1]))
     if tuple(maps.shape[-2:]) != size:
         if mode == "bilinear":
             maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)

@@ -28,7 +28,7 @@ def test_overrides_convert_to_the_field_types():
     ("steps=1.5", "expects int"),
     ("sync_bn=maybe", "expects bool"),
     ("data.crop_size=[1, 2, 3]", "expects"),
-    ("precision=fp16", "precision must be"),
+    ("precision=fp8", "precision must be"),
     ("no-equals-sign", "section.field=value"),
     ("model.kmax_decoder.no_such_field=1", "unknown model field"),
     ("model.no_such_field=1", "unknown model field"),

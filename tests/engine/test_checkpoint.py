@@ -24,8 +24,8 @@ def test_save_replaces_the_whole_directory_and_is_loadable(tmp_path):
     ckpt.save_checkpoint(target, model=model, state=_state(1), config_yaml="steps: 10\n")
     (target / "stale.txt").write_text("from an older save")
     ckpt.save_checkpoint(target, model=model, state=_state(2), config_yaml="steps: 10\n")
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "train_config.yaml",
-                                                         "training_state.pt"]
+    assert sorted(p.name for p in target.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                         "train_config.yaml", "training_state.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
     restored = ckpt.load_checkpoint(target, model=polymax.build_model("kmax_tiny_test"))
     assert restored.step == 2 and restored.samples_seen == 4

@@ -154,7 +154,7 @@ def test_from_pretrained_gives_the_same_results(tmp_path, depth_model):
     (np.zeros((20, 20, 3), dtype=np.int16), "dtype int16"),
     (np.zeros((0, 20, 3), dtype=np.uint8), "empty"),
     (np.full((4, 4, 3), np.nan, dtype=np.float32), "NaN"),
-    ("picture.jpg", "PIL image or a numpy array"),
+    ("picture.jpg", "image not found: picture.jpg"),
 ])
 def test_bad_arrays_give_clear_errors(panoptic_model, bad, words):
     with pytest.raises(UserError) as error:
@@ -221,3 +221,36 @@ def test_a_pil_phone_photo_is_predicted_upright(depth_model, tmp_path):
     Image.fromarray(_image(10, 16)).save(tmp_path / "phone.png", exif=exif)
     result = Predictor(depth_model).predict(Image.open(tmp_path / "phone.png"))
     assert result.depth.shape == (16, 10)
+
+
+def test_every_input_kind_gives_the_same_result(tmp_path):
+    """Path, PIL image, HWC numpy, CHW tensor (uint8 and float), and the batched forms: identical results."""
+    torch.manual_seed(0)
+    predictor = Predictor(polymax.build_model("polymax_tiny_synth_depth").eval(), batch_size=2)
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(2)]
+    Image.fromarray(arrays[0]).save(tmp_path / "a.png")
+    reference = predictor.predict(arrays[0]).depth
+    tensor = torch.from_numpy(arrays[0]).permute(2, 0, 1)
+    for single in (str(tmp_path / "a.png"), tmp_path / "a.png", Image.fromarray(arrays[0]), tensor, tensor.float()):
+        np.testing.assert_array_equal(predictor.predict(single).depth, reference)
+    batched = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    for batch in (batched, np.stack(arrays), [tmp_path / "a.png", arrays[1]]):
+        results = predictor.predict_batch(batch)
+        assert len(results) == 2
+        np.testing.assert_array_equal(results[0].depth, reference)
+        np.testing.assert_array_equal(results[1].depth, predictor.predict(arrays[1]).depth)
+    with pytest.raises(UserError, match="got a batch of 2; use predict_batch"):
+        predictor.predict(batched)
+
+
+def test_bf16_autocast_is_close_to_fp32_and_onnx_refuses_it():
+    torch.manual_seed(0)
+    model = polymax.build_model("polymax_tiny_synth_depth").eval()
+    image = np.random.default_rng(1).integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    exact = Predictor(model).predict(image).depth
+    half = Predictor(model, precision="bf16").predict(image).depth
+    assert half.dtype == exact.dtype and not np.array_equal(half, exact)      # it did run in bf16
+    assert np.abs(half - exact).max() < 0.05 * np.abs(exact).max()
+    with pytest.raises(UserError, match="precision must be"):
+        Predictor(model, precision="int8")

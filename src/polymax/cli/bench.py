@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input height and width in pixels (one number: square; default 641)")
     parser.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                        help="fp32, or bfloat16 autocast (weights stay float32; default fp32)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32, or bfloat16 / float16 autocast (weights stay float32; fp16 training steps "
+                             "scale the loss with a GradScaler; default fp32)")
     parser.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format for convs")
     parser.add_argument("--fold", action="store_true",

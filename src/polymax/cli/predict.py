@@ -30,12 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or quoted glob patterns")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
+    source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors), or a "
+                        "Hugging Face Hub repo id owner/name (the hub extra; cached for offline use)")
     source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx` (runs on CPU)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs (created)")
     parser.add_argument("--task", metavar="NAME", help="the task to run (default: the model's only task)")
     parser.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32 (default), or bf16 / fp16 autocast (PyTorch models; fastest on GPUs)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (the first image of each size compiles)")
     parser.add_argument("--resize", choices=("fit", "none"), default="fit",
                         help="fit: resize into the model's geometry, as in evaluation (default); none: keep the "
                              "image size (only padded)")
@@ -78,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx:
         if args.device not in ("auto", "cpu"):
             raise UserError(f"--onnx runs on the CPU (onnxruntime); drop --device {args.device}")
+        if args.precision != "fp32" or args.compile:
+            raise UserError("--precision and --compile apply to --model; an ONNX graph runs as exported")
         predictor = Predictor.from_onnx(args.onnx, **options)
     else:
         from polymax.io.pretrained import load_model
-        predictor = Predictor(load_model(args.model), device=args.device, optimise=not args.no_optimise, **options)
+        predictor = Predictor(load_model(args.model), device=args.device, optimise=not args.no_optimise,
+                              precision=args.precision, compile=args.compile, **options)
     out_dir = Path(args.out)
 
     failures = list(found.problems)

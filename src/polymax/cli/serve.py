@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32 (default), or bf16 / fp16 autocast (PyTorch models; fastest on GPUs)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (the first image of each size compiles)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default 20 MB)")
     parser.add_argument("--max-pixels", type=int, default=50_000_000, metavar="N",
                         help="largest accepted image in pixels, checked before decoding (default 50 000 000)")
@@ -39,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
     if args.max_pixels < 1 or args.timeout <= 0:
         raise UserError("--max-pixels and --timeout must be positive")
     if args.onnx:
+        if args.precision != "fp32" or args.compile:
+            raise UserError("--precision and --compile apply to --model; an ONNX graph runs as exported")
         predictor = Predictor.from_onnx(args.onnx, task=args.task)
     else:
         from polymax.io.pretrained import read_config
 
         read_config(args.model).task(args.task)   # a wrong or missing --task fails before the weights are loaded
-        predictor = Predictor.from_pretrained(args.model, task=args.task, device=args.device)
+        predictor = Predictor.from_pretrained(args.model, task=args.task, device=args.device,
+                                              precision=args.precision, compile=args.compile)
     serve(predictor, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
           max_pixels=args.max_pixels, timeout=args.timeout)
     return 0

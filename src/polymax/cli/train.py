@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="optimiser steps to train for (the schedule's length)")
     parser.add_argument("--batch-size", type=int, help="global batch per optimiser step (all ranks together)")
     parser.add_argument("--out", metavar="DIR", help="output folder (checkpoint in DIR/last)")
-    parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in DIR/last")
+    parser.add_argument("--resume", nargs="?", const="yes", default="no", metavar="auto",
+                        help="continue the run whose checkpoint is in DIR/last; --resume auto: continue if there is "
+                             "one, start otherwise (one command for torchrun --max-restarts and requeued jobs)")
     parser.add_argument("--allow-config-change", action="store_true",
                         help="with --resume: accept a batch size, learning rate, data set or smaller --steps "
                              "that differ from the checkpoint's (a larger --steps extends a run without it)")
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-data-check", action="store_true",
                         help="start without decoding every training sample first (for huge data sets)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast (CPU and GPU) or fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                        help="bf16 autocast (CPU and GPU), fp16 autocast with loss scaling, or fp32")
     parser.add_argument("--workers", type=int, help="data-loading processes per rank")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set optim.lr=1e-4, or a model field, e.g. "
@@ -70,13 +73,18 @@ def resolve(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from polymax.errors import UserError
+
+    if args.resume not in ("yes", "no", "auto"):
+        raise UserError(f"--resume takes no value or 'auto', got {args.resume!r}")
     config = resolve(args)
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
     from polymax.engine.train import train
 
-    result = train(config, resume=args.resume, allow_config_change=args.allow_config_change)
+    resume = {"yes": True, "no": False, "auto": "auto"}[args.resume]
+    result = train(config, resume=resume, allow_config_change=args.allow_config_change)
     if result.interrupted is not None:
         if os.environ.get("RANK", "0") == "0":
             print(f"polymax train: interrupted at step {result.step}; checkpoint in {result.checkpoint} (run the same "

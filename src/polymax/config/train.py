@@ -203,7 +203,8 @@ class DepthTokensLossOptions:
 
 @dataclass
 class TrainConfig:
-    """One training run. steps: optimiser steps. precision: 'fp32' or 'bf16' (autocast, CPU and GPU).
+    """One training run. steps: optimiser steps. precision: 'fp32', 'bf16' (autocast, CPU and GPU) or 'fp16'
+    (autocast with dynamic loss scaling, for GPUs without bf16).
     eval_every / checkpoint_every: in steps (0 = only at the end). eval_batches: limit evaluation to this
     many batches (None = the whole split). sync_bn: SyncBatchNorm under DDP on GPUs (deeplab2's default;
     turn off to fine-tune with plain per-GPU BN). device: 'auto', 'cpu', 'cuda'. progress: show a tqdm bar.
@@ -237,8 +238,8 @@ class TrainConfig:
     precise_bn_batches: int | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise UserError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
         if self.steps <= 0:
             raise UserError(f"steps must be positive, got {self.steps}")
         if self.data.batch_size <= 0 or self.data.accumulate <= 0:

@@ -72,16 +72,20 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def train(config: TrainConfig, *, resume: bool = False, allow_config_change: bool = False) -> TrainResult:
+def train(config: TrainConfig, *, resume: bool | str = False, allow_config_change: bool = False) -> TrainResult:
     """Build model, objective and data from ``config`` and run :func:`fit`. Under ``torchrun`` every rank
     calls this; rank 0 prints, logs and writes. On ``resume`` a recipe that differs from the checkpoint's
-    (batch size, learning rate, fewer steps, data set) is refused unless ``allow_config_change``."""
+    (batch size, learning rate, fewer steps, data set) is refused unless ``allow_config_change``.
+    ``resume="auto"``: continue when ``out_dir/last`` exists, start otherwise (restarts and requeues re-run one
+    command)."""
     from polymax.engine.assemble import build_collate, build_evaluate_fn, build_train_set, build_training_model
     from polymax.engine.objective import build_objective
 
+    if resume == "auto":      # decided before any rank writes, so every rank sees the same folder
+        resume = (Path(config.out_dir) / LAST).exists()
     context = distributed.setup(config.device)
     try:
-        check_out_dir(Path(config.out_dir), resume=resume)
+        check_out_dir(Path(config.out_dir), resume=bool(resume))
         if resume:
             check_recipe(config, allow_change=allow_config_change, context=context)
         model = build_training_model(config)
@@ -90,7 +94,7 @@ def train(config: TrainConfig, *, resume: bool = False, allow_config_change: boo
         evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
         return fit(config, model=model, objective=build_objective(model.config, config),
                    train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
-                   resume=resume, evaluate_fn=evaluate_fn, context=context)
+                   resume=bool(resume), evaluate_fn=evaluate_fn, context=context)
     except OSError as error:
         if error.errno not in _WRITE_ERRNOS:
             raise
@@ -166,10 +170,15 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
     generators = _random_generators(objective)
     tasks = tuple(model.tasks)   # a tuple even for one task: the objective indexes the output by task name
 
+    # fp16 needs its loss scaled so that small gradients survive; bf16 has float32's range and needs none.
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     step, rng_to_restore = 0, None
     if resume:
         state = load_checkpoint(find_checkpoint(out_dir), model=model)
         load_optimizer_state(optimizer, state.optimizer)
+        if state.grad_scaler and scaler.is_enabled():
+            scaler.load_state_dict(state.grad_scaler)
         step = state.step
         if len(state.rng) == context.world_size:
             rng_to_restore = state.rng[context.rank]
@@ -185,7 +194,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
         restore_rng(rng_to_restore, generators)  # last, so that nothing above consumes the restored streams
 
     save_now = partial(_save, context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
-                       config=config, generators=generators)   # a checkpoint at a given step
+                       config=config, generators=generators, scaler=scaler)   # a checkpoint at a given step
     log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard)
     bar = progress_bar(total=config.steps, initial=step, enabled=context.is_main and config.progress)
     losses: list[float] = []
@@ -203,12 +212,13 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                 batch = to_device(_next_batch(batches, step=step, save=None if context.enabled else save_now), device)
                 last_micro_step = micro_step == micro_batches - 1
                 with nullcontext() if last_micro_step or not context.enabled else train_model.no_sync():
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                    with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                        enabled=autocast_dtype is not None):
                         # Through the (possibly DDP-wrapped) module's forward, so DDP sees the whole pass.
                         output = train_model(batch.images, task=tasks)
                     # Losses in float32: softmaxes over many clusters and dice sums lose too much in bf16.
                     terms = _losses(objective, to_float(output), batch.targets, step=step + 1, out_dir=out_dir)
-                    (terms.total / micro_batches).backward()
+                    scaler.scale(terms.total / micro_batches).backward()
                 loss_sum += terms.total.detach()
 
             # All ranks agree on the loss and on a stop request, then step (or stop) together.
@@ -216,7 +226,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
             if not math.isfinite(loss):
                 bar.close()
                 raise _diverged(f"the loss became {loss}", step=step + 1, out_dir=out_dir)
-            optimizer.step()
+            scaler.step(optimizer)      # a plain step unless fp16; fp16 skips a step whose gradients overflowed
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             losses.append(loss)
@@ -237,8 +248,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                 log.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
                 _say(context, f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), bar)
             if done or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                checkpoint = _save(context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
-                                   step=step, config=config, generators=generators)
+                checkpoint = save_now(step=step)
             if stop_requested:
                 break
     bar.close()
@@ -300,14 +310,15 @@ def _finite(output: ModelOutput) -> bool:
 
 
 def _save(context: distributed.DistributedContext, directory: Path, *, model: nn.Module, optimizer, schedule,
-          step: int, config: TrainConfig, generators: dict[str, torch.Generator]) -> Path:
+          step: int, config: TrainConfig, generators: dict[str, torch.Generator], scaler=None) -> Path:
     """Every rank contributes its RNG state; rank 0 writes."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise _diverged("the weights became non-finite", step=step, out_dir=directory.parent)
     rng = distributed.gather_objects(context, capture_rng(generators))
     if context.is_main:
         state = TrainingState(step=step, samples_seen=step * config.data.batch_size, optimizer=optimizer.state_dict(),
-                              scheduler=schedule.describe(), rng=rng, config=config.to_dict())
+                              scheduler=schedule.describe(), rng=rng, config=config.to_dict(),
+                              grad_scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else {})
         save_checkpoint(directory, model=model, state=state, config_yaml=config.to_yaml())
     distributed.barrier(context)
     return directory

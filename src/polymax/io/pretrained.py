@@ -28,8 +28,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
-    """Write ``model`` (which must carry ``model.config: ModelConfig``) to the directory ``path``."""
+def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None,
+                    metrics: dict[str, float] | None = None) -> Path:
+    """Write ``model`` (which must carry ``model.config: ModelConfig``) to the directory ``path``, with a
+    README.md model card (:mod:`polymax.io.model_card`; ``metrics`` go into it)."""
     from safetensors.torch import save_file
 
     from polymax import __version__
@@ -50,13 +52,16 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | 
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(header, indent=2) + "\n"))
+    from polymax.io.model_card import write_model_card
+    write_model_card(directory, config, metrics=metrics)
     return directory
 
 
 def read_config(path: str | os.PathLike) -> ModelConfig | TokenizerConfig:
-    """The ModelConfig (a tokenizer folder: TokenizerConfig) of a saved model directory, with clear errors for
-    missing or foreign files."""
-    directory = Path(path)
+    """The ModelConfig (a tokenizer folder: TokenizerConfig) of a saved model directory (or Hub repo id), with
+    clear errors for missing or foreign files."""
+    from polymax.io.hub import resolve_model_path
+    directory = resolve_model_path(path)
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
         raise UserError(f"model directory {directory} does not exist; pass a folder written by save_pretrained, "
@@ -83,12 +88,17 @@ def read_config(path: str | os.PathLike) -> ModelConfig | TokenizerConfig:
         raise UserError(f"{config_path}: {error}") from None
 
 
-def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild and load a model written by :func:`save_pretrained`; returned in eval mode."""
+def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+               revision: str | None = None) -> nn.Module:
+    """Rebuild and load a model written by :func:`save_pretrained`, from its folder or a Hugging Face Hub repo
+    id ``owner/name`` (at ``revision``; the ``hub`` extra, :mod:`polymax.io.hub`); returned in eval mode."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from polymax.build import build_model
+    from polymax.io.hub import resolve_model_path
+
+    path = resolve_model_path(path, revision=revision)
 
     config = read_config(path)
     weights_path = Path(path) / WEIGHTS_FILE

@@ -35,7 +35,7 @@ from polymax.errors import UserError
 from polymax.runtime import resolve_device
 from polymax.tools.analysis import flop_counter
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -44,7 +44,7 @@ class BenchSettings:
     size: tuple[int, int] = (641, 641)
     batch: int = 1
     device: str = "cpu"
-    dtype: str = "fp32"            # fp32, or bf16 autocast (weights stay float32)
+    dtype: str = "fp32"            # fp32, or bf16 / fp16 autocast (weights stay float32; fp16 trains with a GradScaler)
     compile: bool = False
     channels_last: bool = False
     fold: bool = False             # fold BatchNorms into the preceding convs (inference only)
@@ -77,7 +77,7 @@ def machine_description(device: torch.device) -> dict[str, Any]:
 
 def check_settings(settings: BenchSettings, device: torch.device) -> None:
     if settings.dtype not in DTYPES:
-        raise UserError(f"unknown dtype {settings.dtype!r}; use fp32 or bf16")
+        raise UserError(f"unknown dtype {settings.dtype!r}; use fp32, bf16 or fp16")
     if settings.dtype == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError(f"{torch.cuda.get_device_name(device)} has no bfloat16 support; use --dtype fp32")
     if settings.batch < 1 or min(settings.size) < 1:
@@ -208,9 +208,9 @@ def _segmentation_labels(info: DatasetInfo, cell: torch.Tensor, inside: torch.Te
             "semantic_weight": inside.float()}
 
 
-def training_step(model: nn.Module, images: torch.Tensor, *, autocast) -> Callable[[], None]:
+def training_step(model: nn.Module, images: torch.Tensor, *, autocast, scaled: bool = False) -> Callable[[], None]:
     """A closure running one optimiser step of the official recipe, every task of the model on one trunk
-    pass (as ``polymax train`` runs it), on synthetic targets."""
+    pass (as ``polymax train`` runs it), on synthetic targets. ``scaled``: through a GradScaler (fp16)."""
     from polymax.engine.objective import build_objective
     from polymax.engine.optim import build_optimizer
     from polymax.engine.train import to_float
@@ -222,12 +222,14 @@ def training_step(model: nn.Module, images: torch.Tensor, *, autocast) -> Callab
     targets = synthetic_targets(model, images.shape[0], tuple(images.shape[-2:]), device)
     tasks = model.config.task_names
     model.train()
+    scaler = torch.amp.GradScaler(device.type, enabled=scaled)
 
     def step() -> None:
         with autocast():
             output = model(images, task=tasks)
-        objective(to_float(output), targets).total.backward()
-        optimizer.step()
+        scaler.scale(objective(to_float(output), targets).total).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
     return step
@@ -291,7 +293,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
 
     runner = compile_model(model, inference=not settings.train) if settings.compile else model
     if settings.train:
-        step = training_step(runner, images, autocast=autocast)
+        step = training_step(runner, images, autocast=autocast, scaled=dtype == torch.float16)
         # FLOPs do not depend on the dtype: count in float32 (FlopCounterMode and autocast do not mix).
         flops = count_step_flops(training_step(model, images, autocast=nullcontext))
         grad_mode = nullcontext
