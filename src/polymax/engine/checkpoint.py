@@ -48,6 +48,7 @@ class TrainingState:
     scheduler: dict[str, Any]
     rng: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    objective: dict[str, Any] = field(default_factory=dict)   # the objective's own weights (OneFormer's text side)
 
 
 def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
@@ -198,4 +199,5 @@ def load_checkpoint(directory: str | os.PathLike, *, model: nn.Module) -> Traini
 
 def _as_dict(state: TrainingState) -> dict[str, Any]:
     return {"step": state.step, "samples_seen": state.samples_seen, "optimizer": state.optimizer,
-            "scheduler": state.scheduler, "rng": state.rng, "config": state.config}
+            "scheduler": state.scheduler, "rng": state.rng, "config": state.config,
+            **({"objective": state.objective} if state.objective else {})}
