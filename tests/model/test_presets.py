@@ -72,7 +72,8 @@ def test_preset_config_is_complete(name):
     config = PRESETS[name]()
     assert isinstance(config, ModelConfig) and config.preset == name
     assert ModelConfig.from_dict(config.to_dict()) == config
-    assert config.tasks and all(task.name in ("panoptic", "semantic", "instance", "depth", "normals") for task in config.tasks)
+    known = ("panoptic", "semantic", "instance", "depth", "normals")
+    assert config.tasks and all(task.name in known for task in config.tasks)
     assert len(set(config.task_names)) == len(config.tasks)
     if name in PANOPTIC:
         info = config.dataset

@@ -3,11 +3,12 @@ runs in one pass."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from oneformer_helpers import oneformer_model
 from polymax_task_helpers import synthetic_batch
 
 from polymax.build import build_criterion
-from oneformer_helpers import oneformer_model
 
 
 def test_the_three_tasks_share_one_head():
@@ -68,3 +69,49 @@ def test_the_model_folder_round_trips(tmp_path):
             torch.testing.assert_close(loaded(images, task=task).final.mask_logits,
                                        model(images, task=task).final.mask_logits)
     assert loaded.heads["semantic"] is loaded.heads["instance"]
+
+
+def test_one_predictor_answers_each_task(tmp_path):
+    import numpy as np
+
+    from polymax.inference.predictor import Predictor
+
+    torch.manual_seed(0)
+    predictor = Predictor(oneformer_model().eval(), task="panoptic")
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    results = {task: predictor.predict(image, task=task) for task in ("semantic", "instance", "panoptic")}
+    assert {task: result.task for task, result in results.items()} == {t: t for t in results}
+    assert results["semantic"].segments is None and results["semantic"].semantic.shape == (40, 50)
+    assert results["instance"].segments is not None and predictor.predict(image).task == "panoptic"
+    assert predictor.for_task("semantic") is predictor.for_task("semantic")
+
+
+def test_the_cli_predicts_each_task(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from polymax.cli import main
+    from polymax.io.pretrained import save_pretrained
+
+    save_pretrained(oneformer_model().eval(), tmp_path / "m")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    for task, expected in (("semantic", "a_semantic.png"), ("instance", "a_instances.json"),
+                           ("panoptic", "a_segments.json")):
+        assert main(["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "m"), "--out",
+                     str(tmp_path / task), "--task", task]) in (0, None)
+        assert (tmp_path / task / expected).is_file()
+
+
+@pytest.mark.slow  # four meta forwards of the full-size model (~4 s on an idle 2-core machine)
+def test_the_full_size_presets_run_every_task_and_a_mixed_batch_on_the_meta_device():
+    from polymax.build import build_model
+
+    with torch.device("meta"):
+        model = build_model("oneformer_kmax_r50_coco")
+    images = torch.zeros(2, 3, 50, 70, device="meta")
+    mixed = model(images, sample_tasks=("instance", "semantic"))
+    for task in model.tasks:
+        final = model(images, task=task)[task].final
+        assert final.mask_logits.shape == (2, 150, 17, 25) and final.class_logits.shape == (2, 150, 134)
+    assert mixed["instance"].final.mask_logits.shape == (1, 150, 17, 25)
+    assert mixed["semantic"].task_queries.shape == (1, 150, 256)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from oneformer_helpers import oneformer_model
 
 from polymax.config.model import DatasetInfo
 from polymax.geometry import Geometry
@@ -15,7 +16,6 @@ from polymax.tasks.instance import OneFormerInstanceDecoder
 from polymax.tasks.panoptic import PanopticDecoder, segments_record
 from polymax.tasks.segmentation import class_weighted_probabilities, derived_targets
 from polymax.tasks.semantic import decode_oneformer_semantic
-from oneformer_helpers import oneformer_model
 
 V = 255                      # ignore label
 D = 1000                     # label divisor

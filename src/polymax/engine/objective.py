@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from polymax.config.model import ModelConfig
@@ -174,5 +175,13 @@ def build_objective(model_config: ModelConfig, train_config: Any = None) -> Trai
     if len(guided) != len(model_config.tasks):
         return TrainingObjective(criteria)     # task-guided centres beside other groups: every task, every image
     probabilities = {task: p for task, p in oneformer_probabilities(guided, options).items() if p > 0}
-    text = OneFormerTextLoss(model_config, options) if options.contrastive_weight > 0 else None
-    return TrainingObjective(criteria, sampler=TaskSampler(probabilities, seed=train_config.seed), text=text)
+    text = None
+    if options.contrastive_weight > 0:
+        # Initial text weights from the run's seed alone (the same on every rank, whatever ran before).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train_config.seed)
+            text = OneFormerTextLoss(model_config, options)
+    # Each rank draws its own tasks (built after the process group is set up under torchrun).
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    sampler = TaskSampler(probabilities, seed=train_config.seed + 7919 * rank)
+    return TrainingObjective(criteria, sampler=sampler, text=text)

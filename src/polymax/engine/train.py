@@ -186,7 +186,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
         restore_rng(rng_to_restore, generators)  # last, so that nothing above consumes the restored streams
 
     save_now = partial(_save, context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
-                       config=config, generators=generators, objective=objective if extra else None)   # a checkpoint at a given step
+                       config=config, generators=generators,
+                       objective=objective if extra else None)   # a checkpoint at a given step
     log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard)
     bar = progress_bar(total=config.steps, initial=step, enabled=context.is_main and config.progress)
     losses: list[float] = []
@@ -217,7 +218,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
             if not math.isfinite(loss):
                 bar.close()
                 raise _diverged(f"the loss became {loss}", step=step + 1, out_dir=out_dir)
-            distributed.average_gradients(context, extra)   # the objective's own weights, outside DDP
+            distributed.average_gradients(context, extra)   # the objective's own weights (outside DDP)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -94,6 +94,10 @@ class Predictor:
         if max_size is not None and max_size < 33:
             raise UserError(f"max size must be at least 33 pixels, got {max_size}")
         self.batch_size, self.resize, self.max_size = batch_size, resize, max_size
+        # predict(..., task=OTHER) on a model with several tasks: a predictor per task on the same model.
+        self._model, self._by_task = model, {self.task: self}
+        self._options = dict(device=device, batch_size=batch_size, resize=resize, size=size, optimise=optimise,
+                             max_size=max_size)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **options) -> Predictor:
@@ -107,9 +111,20 @@ class Predictor:
         from polymax.export.onnx import OnnxRunner
         return cls(OnnxRunner(path), **options)
 
-    def predict(self, image: Image.Image | np.ndarray, *, probabilities: bool = False) -> Result:
-        """One image (PIL or numpy, see :mod:`polymax.inference.images_io` for accepted formats)."""
-        return self.predict_batch([image], probabilities=probabilities)[0]
+    def predict(self, image: Image.Image | np.ndarray, *, probabilities: bool = False,
+                task: str | None = None) -> Result:
+        """One image (PIL or numpy, see :mod:`polymax.inference.images_io` for accepted formats). ``task``: another
+        task of the same model (e.g. a OneFormer model's 'semantic', 'instance' or 'panoptic'); default the
+        predictor's own."""
+        return self.for_task(task).predict_batch([image], probabilities=probabilities)[0]
+
+    def for_task(self, task: str | None) -> Predictor:
+        """This predictor for ``task`` of the same model (itself for None or its own task)."""
+        if task is None:
+            return self
+        if task not in self._by_task:
+            self._by_task[task] = Predictor(self._model, task=task, **self._options)
+        return self._by_task[task]
 
     def predict_batch(self, images: Sequence[Image.Image | np.ndarray], *, probabilities: bool = False
                       ) -> list[Result]:

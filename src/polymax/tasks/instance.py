@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig, TaskConfig
-from polymax.metrics import InstanceMetrics
 from polymax.geometry import Geometry, resize_to_input
+from polymax.metrics import InstanceMetrics
 from polymax.structures import SegmentationOutput, SegmentationResult, Targets
 from polymax.tasks.base import LabelField, Picture, Saver, Task
 from polymax.tasks.keys import with_key

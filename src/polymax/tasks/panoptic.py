@@ -241,7 +241,8 @@ def segment_id_map(result: SegmentationResult) -> np.ndarray:
 def segments_record(result: SegmentationResult, config: ModelConfig, *, file_name: str,
                     source: str | None = None) -> dict:
     """The COCO-panoptic style JSON record of one image: ``segments_info`` with id, category_id (the model's
-    class index; ``label_id`` too, as the Hugging Face OneFormer API names it), category_name, isthing, iscrowd, area, bbox (x, y, w, h), score, panoptic_id."""
+    class index; ``label_id`` too, as the Hugging Face OneFormer API names it), category_name, isthing, iscrowd,
+    area, bbox (x, y, w, h), score, panoptic_id."""
     info = config.dataset
     return {
         "image": source,
