@@ -165,6 +165,11 @@ def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
     heads = {task.name: tasks[task.name].build_head(config, task, num_predictions=count,
                                                     num_queries=task.num_queries or kd.num_queries)
              for task in config.tasks}
+    if kd.task_queries == "oneformer":
+        # OneFormer: one set of weights answers every task of the shared group, only the task prompt differs —
+        # so those tasks share one head (and a mixed-task batch trains all of it on every step).
+        shared_tasks = [task.name for task in config.tasks if task.num_queries == 0]
+        heads.update({name: heads[shared_tasks[0]] for name in shared_tasks[1:]})
     branch, semantic_tasks = build_semantic_branch(config, tuple(backbone.channels))
     return KMaX(backbone=backbone, pixel_decoder=pixel_decoder, kmax_decoder=kmax_decoder, mask_head=mask_head,
                 heads=heads, semantic_branch=branch, semantic_tasks=semantic_tasks, config=config)

@@ -137,6 +137,8 @@ class TaskRun:
     semantic_logits: (B, C + 1, h_s, w_s) the training-only auxiliary semantic branch (segmentation tasks that
         ask for it, in training mode).
     task_queries: (B, N, E) the task-guided initial queries of the run (``ClusterCentres.task_queries``), or None.
+    samples: (B_t,) int64 the indices, in the model's input batch, of the images this run holds (a mixed-task
+        batch of a OneFormer model: each task's run holds the images that drew it); None = the whole batch.
     """
 
     task: str
@@ -144,6 +146,7 @@ class TaskRun:
     aux: list[TaskOutput] = field(default_factory=list)
     semantic_logits: Tensor | None = None
     task_queries: Tensor | None = None
+    samples: Tensor | None = None
 
 
 @dataclass

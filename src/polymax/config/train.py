@@ -202,6 +202,27 @@ class DepthTokensLossOptions:
 
 
 @dataclass
+class OneFormerOptions:
+    """Joint training of a OneFormer model (``kmax_decoder.task_queries='oneformer'``; ignored otherwise).
+
+    {panoptic,semantic,instance}_probability: how often an image draws each task (normalised over the model's
+    tasks; one task alone = single-task training). The query–text contrastive loss (training only): its weight
+    (0 = off), initial temperature, and the text mapper (width, layers, heads, causal attention, num_context
+    learned context rows)."""
+
+    panoptic_probability: float = 1.0 / 3.0
+    semantic_probability: float = 1.0 / 3.0
+    instance_probability: float = 1.0 / 3.0
+    contrastive_weight: float = 0.5
+    temperature: float = 0.07
+    text_width: int = 256
+    text_layers: int = 6
+    text_heads: int = 4
+    text_causal: bool = True
+    num_context: int = 16
+
+
+@dataclass
 class TrainConfig:
     """One training run. steps: optimiser steps. precision: 'fp32', 'bf16' (autocast, CPU and GPU) or 'fp16'
     (autocast with dynamic loss scaling, for GPUs without bf16).
@@ -223,6 +244,7 @@ class TrainConfig:
     depth_loss: DepthLossOptions = field(default_factory=DepthLossOptions)
     normals_loss: NormalsLossOptions = field(default_factory=NormalsLossOptions)
     depth_tokens_loss: DepthTokensLossOptions = field(default_factory=DepthTokensLossOptions)
+    oneformer: OneFormerOptions = field(default_factory=OneFormerOptions)
     steps: int = 150_000
     precision: str = "fp32"
     seed: int = 0

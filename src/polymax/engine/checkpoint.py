@@ -49,6 +49,7 @@ class TrainingState:
     rng: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     grad_scaler: dict[str, Any] = field(default_factory=dict)   # fp16 loss scale (empty for fp32 / bf16)
+    objective: dict[str, Any] = field(default_factory=dict)   # the objective's own weights (OneFormer's text side)
 
 
 def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
@@ -199,4 +200,5 @@ def load_checkpoint(directory: str | os.PathLike, *, model: nn.Module) -> Traini
 
 def _as_dict(state: TrainingState) -> dict[str, Any]:
     return {"step": state.step, "samples_seen": state.samples_seen, "optimizer": state.optimizer,
-            "scheduler": state.scheduler, "rng": state.rng, "config": state.config, "grad_scaler": state.grad_scaler}
+            "scheduler": state.scheduler, "rng": state.rng, "config": state.config, "grad_scaler": state.grad_scaler,
+            **({"objective": state.objective} if state.objective else {})}

@@ -95,6 +95,17 @@ def mean_and_any(context: DistributedContext, value: torch.Tensor, flag: bool) -
     return mean, flags > 0
 
 
+def average_gradients(context: DistributedContext, params: list[nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over ranks (weights trained outside the DDP-wrapped model)."""
+    if not context.enabled or not params:
+        return
+    for param in params:
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        dist.all_reduce(param.grad)
+        param.grad /= context.world_size
+
+
 def gather_objects(context: DistributedContext, obj: object) -> list[object]:
     """``obj`` from every rank, in rank order (for saving each rank's RNG state)."""
     if not context.enabled:

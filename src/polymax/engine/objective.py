@@ -5,17 +5,89 @@ names (``pq_style_loss_class_term``, ``aux_0depth_silog``, ...), exactly as logs
 single-task runs have always named them. With several tasks every term is prefixed ``"<task>/"`` (so the two
 tasks' ``aux_0...`` terms stay apart) and ``.total`` is the unweighted sum over all tasks' terms; each task's
 own weights live in its loss section of the TrainConfig.
+
+OneFormer (joint training of one task-conditioned model): ``model_inputs(batch)`` draws a task per image
+(``TaskSampler``) and the model runs the mixed batch in one pass; each task's run holds its images
+(``TaskRun.samples``), its criterion sees their targets, and its terms are weighted by its share of the batch
+(so a step's loss is the mean over images, whatever the draw). The query–text contrastive loss
+(:class:`OneFormerTextLoss`) is owned here, not by the model: its text mapper and temperature are trained with
+the model but are neither saved with it for prediction nor exported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from torch import nn
 
 from polymax.config.model import ModelConfig
+from polymax.errors import UserError
 from polymax.losses.terms import LossTerms
 from polymax.structures import ModelOutput, Targets
+
+
+class TaskSampler(nn.Module):
+    """Draws one task per image from ``probabilities`` (task → probability, normalised) with a private
+    generator (checkpointed with the run, so a resumed run draws what an uninterrupted one would)."""
+
+    def __init__(self, probabilities: dict[str, float], *, seed: int = 0) -> None:
+        super().__init__()
+        total = sum(probabilities.values())
+        if not probabilities or total <= 0 or min(probabilities.values()) < 0:
+            raise UserError(f"task probabilities {probabilities} must be at least 0 and not all 0")
+        self.tasks = tuple(probabilities)
+        self.register_buffer("weights", torch.tensor([probabilities[t] / total for t in self.tasks]),
+                             persistent=False)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, batch: int) -> tuple[str, ...]:
+        index = torch.multinomial(self.weights.cpu(), batch, replacement=True, generator=self.generator)
+        return tuple(self.tasks[i] for i in index.tolist())
+
+
+class OneFormerTextLoss(nn.Module):
+    """The query–text contrastive loss of OneFormer: texts of each image's task targets → TextMapper → Q_text,
+    compared with the run's task-guided queries (``TaskRun.task_queries``, the initial N queries)."""
+
+    def __init__(self, config: ModelConfig, options: Any) -> None:
+        super().__init__()
+        from polymax.losses.contrastive import QueryTextContrastiveLoss
+        from polymax.text import ClassVocabularyTokenizer, TextMapper
+
+        kd = config.kmax_decoder
+        if options.num_context >= kd.num_queries:
+            raise UserError(f"oneformer.num_context={options.num_context} leaves no text among the "
+                            f"{kd.num_queries} queries; lower it")
+        self.config = config
+        self.num_texts = kd.num_queries - options.num_context
+        self.tokenizer = ClassVocabularyTokenizer(class_names=config.dataset.class_names)
+        self.mapper = TextMapper(vocab_size=self.tokenizer.vocab_size, hidden=kd.hidden, width=options.text_width,
+                                 num_heads=options.text_heads, num_layers=options.text_layers,
+                                 num_context=options.num_context, causal=options.text_causal)
+        self.loss = QueryTextContrastiveLoss(temperature=options.temperature, weight=options.contrastive_weight)
+
+    def forward(self, output: ModelOutput, targets: Targets) -> LossTerms:
+        from polymax.text import task_texts
+
+        queries, ids = [], []
+        for task in output.tasks:
+            run = output[task]
+            if run.task_queries is None:
+                continue
+            samples = range(run.task_queries.shape[0]) if run.samples is None else run.samples.tolist()
+            for row, b in enumerate(samples):
+                crowd = None if targets.crowd is None else targets.crowd[b]
+                texts = task_texts(task, targets.panoptic[b], crowd, self.config, num_texts=self.num_texts)
+                ids.append(self.tokenizer(texts))
+                queries.append(run.task_queries[row])
+        if not queries:
+            return LossTerms()
+        device = queries[0].device
+        text_queries = self.mapper(torch.stack(ids).to(device))                           # (B, N, E)
+        return self.loss.terms(torch.stack(queries), text_queries)
 
 
 class TrainingObjective(nn.Module):
@@ -23,33 +95,93 @@ class TrainingObjective(nn.Module):
 
     A module (not a dict) so that any private random generator of a criterion is found and checkpointed by the
     training loop, and so the objective moves with ``.to(device)`` should a criterion hold buffers.
+    ``sampler``: a OneFormer model's per-image task draw (None: every task on every image); ``text``: its
+    contrastive loss (None: off). Their parameters (text mapper, temperature) are the objective's own.
     """
 
-    def __init__(self, criteria: dict[str, nn.Module]) -> None:
+    def __init__(self, criteria: dict[str, nn.Module], *, sampler: TaskSampler | None = None,
+                 text: OneFormerTextLoss | None = None) -> None:
         super().__init__()
         if not criteria:
             raise ValueError("a training objective needs at least one task criterion")
         self.criteria = nn.ModuleDict(criteria)
+        self.sampler = sampler
+        self.text = text
 
     @property
     def tasks(self) -> tuple[str, ...]:
         """The tasks the objective reads from a ModelOutput (what ``fit`` asks the model to run)."""
         return tuple(self.criteria)
 
+    def model_inputs(self, batch: int) -> dict[str, Any]:
+        """The keyword arguments of the model call for a micro-batch of ``batch`` images."""
+        if self.sampler is None:
+            return {"task": self.tasks}
+        return {"sample_tasks": self.sampler(batch)}
+
     def forward(self, output: ModelOutput, targets: Targets) -> LossTerms:
-        if len(self.criteria) == 1:
+        if len(self.criteria) == 1 and self.sampler is None and self.text is None:
             (task, criterion), = self.criteria.items()
             return criterion(output[task], targets)
         terms = LossTerms()
+        batch = _batch_size(targets)
+        mixed = any(run.samples is not None for run in output.runs.values())
         for task, criterion in self.criteria.items():
-            terms = terms.merged(criterion(output[task], targets), prefix=f"{task}/")
+            if mixed and task not in output.runs:
+                continue                       # no image of this mixed-task batch drew this task
+            run = output[task]
+            if run.samples is None:
+                terms = terms.merged(criterion(run, targets), prefix=f"{task}/")
+                continue
+            share = run.samples.numel() / batch
+            task_terms = criterion(run, select_targets(targets, run.samples))
+            terms = terms.merged(LossTerms({k: v * share for k, v in task_terms.values.items()}), prefix=f"{task}/")
+        if self.text is not None:
+            terms = terms.merged(self.text(output, targets))
         return terms
+
+
+def _batch_size(targets: Targets) -> int:
+    for value in vars(targets).values():
+        if isinstance(value, torch.Tensor):
+            return value.shape[0]
+    raise ValueError("the targets hold no tensor")
+
+
+def select_targets(targets: Targets, index: torch.Tensor) -> Targets:
+    """The targets of the images ``index`` (every tensor field cut along the batch axis)."""
+    return type(targets)(**{name: value[index.to(value.device)] if isinstance(value, torch.Tensor) else value
+                            for name, value in vars(targets).items()})
+
+
+def oneformer_probabilities(tasks: Sequence[str], options: Any) -> dict[str, float]:
+    """Task → draw probability for the OneFormer tasks ``tasks`` from the TrainConfig's ``oneformer`` section."""
+    return {task: float(getattr(options, f"{task}_probability")) for task in tasks}
 
 
 def build_objective(model_config: ModelConfig, train_config: Any = None) -> TrainingObjective:
     """The objective of every task of ``model_config``, each criterion configured by its loss section of
-    ``train_config`` (a TrainConfig; None = the defaults)."""
+    ``train_config`` (a TrainConfig; None = the defaults). A OneFormer model (task-guided centres) also gets its
+    per-image task draw and, with a positive ``oneformer.contrastive_weight``, the query–text loss."""
     from polymax.build import build_criterion
+    from polymax.config.train import TrainConfig
 
-    return TrainingObjective({name: build_criterion(model_config, name, train_config)
-                              for name in model_config.task_names})
+    train_config = train_config or TrainConfig()
+    criteria = {name: build_criterion(model_config, name, train_config) for name in model_config.task_names}
+    if model_config.kmax_decoder.task_queries != "oneformer":
+        return TrainingObjective(criteria)
+    options = train_config.oneformer
+    guided = [task.name for task in model_config.tasks if task.num_queries == 0]
+    if len(guided) != len(model_config.tasks):
+        return TrainingObjective(criteria)     # task-guided centres beside other groups: every task, every image
+    probabilities = {task: p for task, p in oneformer_probabilities(guided, options).items() if p > 0}
+    text = None
+    if options.contrastive_weight > 0:
+        # Initial text weights from the run's seed alone (the same on every rank, whatever ran before).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train_config.seed)
+            text = OneFormerTextLoss(model_config, options)
+    # Each rank draws its own tasks (built after the process group is set up under torchrun).
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    sampler = TaskSampler(probabilities, seed=train_config.seed + 7919 * rank)
+    return TrainingObjective(criteria, sampler=sampler, text=text)

@@ -167,6 +167,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
         backbone_lr_multiplier=config.optim.backbone_lr_multiplier, betas=(config.optim.beta1, config.optim.beta2),
         eps=config.optim.eps, warmup_steps=config.optim.warmup_steps, total_steps=config.steps,
         power=config.optim.poly_power)
+    extra = _objective_parameters(objective, optimizer, device=device, lr=config.optim.lr)
     generators = _random_generators(objective)
     tasks = tuple(model.tasks)   # a tuple even for one task: the objective indexes the output by task name
 
@@ -180,6 +181,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
         if state.grad_scaler and scaler.is_enabled():
             scaler.load_state_dict(state.grad_scaler)
         step = state.step
+        if extra:
+            objective.load_state_dict(state.objective)
         if len(state.rng) == context.world_size:
             rng_to_restore = state.rng[context.rank]
         else:  # a different number of ranks: reproducible, though no longer identical to an uninterrupted run
@@ -194,7 +197,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
         restore_rng(rng_to_restore, generators)  # last, so that nothing above consumes the restored streams
 
     save_now = partial(_save, context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
-                       config=config, generators=generators, scaler=scaler)   # a checkpoint at a given step
+                       config=config, generators=generators, scaler=scaler,
+                       objective=objective if extra else None)   # a checkpoint at a given step
     log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard)
     bar = progress_bar(total=config.steps, initial=step, enabled=context.is_main and config.progress)
     losses: list[float] = []
@@ -215,7 +219,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                     with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                                         enabled=autocast_dtype is not None):
                         # Through the (possibly DDP-wrapped) module's forward, so DDP sees the whole pass.
-                        output = train_model(batch.images, task=tasks)
+                        output = train_model(batch.images, **_model_inputs(objective, batch.images, tasks))
                     # Losses in float32: softmaxes over many clusters and dice sums lose too much in bf16.
                     terms = _losses(objective, to_float(output), batch.targets, step=step + 1, out_dir=out_dir)
                     scaler.scale(terms.total / micro_batches).backward()
@@ -226,6 +230,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
             if not math.isfinite(loss):
                 bar.close()
                 raise _diverged(f"the loss became {loss}", step=step + 1, out_dir=out_dir)
+            distributed.average_gradients(context, extra)   # the objective's own weights (outside DDP)
             scaler.step(optimizer)      # a plain step unless fp16; fp16 skips a step whose gradients overflowed
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -310,7 +315,8 @@ def _finite(output: ModelOutput) -> bool:
 
 
 def _save(context: distributed.DistributedContext, directory: Path, *, model: nn.Module, optimizer, schedule,
-          step: int, config: TrainConfig, generators: dict[str, torch.Generator], scaler=None) -> Path:
+          step: int, config: TrainConfig, generators: dict[str, torch.Generator], scaler=None,
+          objective=None) -> Path:
     """Every rank contributes its RNG state; rank 0 writes."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise _diverged("the weights became non-finite", step=step, out_dir=directory.parent)
@@ -318,7 +324,8 @@ def _save(context: distributed.DistributedContext, directory: Path, *, model: nn
     if context.is_main:
         state = TrainingState(step=step, samples_seen=step * config.data.batch_size, optimizer=optimizer.state_dict(),
                               scheduler=schedule.describe(), rng=rng, config=config.to_dict(),
-                              grad_scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else {})
+                              grad_scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
+                              objective={} if objective is None else objective.state_dict())
         save_checkpoint(directory, model=model, state=state, config_yaml=config.to_yaml())
     distributed.barrier(context)
     return directory
@@ -354,6 +361,28 @@ def _ignore_sigint(_worker_id: int) -> None:
     # Ctrl-C reaches the whole process group; loader workers must keep serving until the main process has
     # finished its step and saved, then it shuts them down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _model_inputs(objective: Any, images: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, Any]:
+    """The model call's keywords: the objective's (a OneFormer objective draws a task per image), else every
+    task of the model on every image."""
+    if hasattr(objective, "model_inputs"):
+        return objective.model_inputs(images.shape[0])
+    return {"task": tasks}
+
+
+def _objective_parameters(objective: Any, optimizer, *, device: torch.device, lr: float) -> list[nn.Parameter]:
+    """The objective's own trainable weights (OneFormer's text mapper and temperature), moved to ``device`` and
+    added to the optimiser as one group without weight decay; [] for an objective without any."""
+    if not isinstance(objective, nn.Module):
+        return []
+    objective.to(device)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    if params:
+        optimizer.add_param_group({"params": params, "lr": lr, "base_lr": lr, "weight_decay": 0.0,
+                                   "group_name": "objective/no_decay",
+                                   "param_names": [n for n, p in objective.named_parameters() if p.requires_grad]})
+    return params
 
 
 def _random_generators(objective: Any) -> dict[str, torch.Generator]:

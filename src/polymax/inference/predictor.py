@@ -107,6 +107,10 @@ class Predictor:
         if max_size is not None and max_size < 33:
             raise UserError(f"max size must be at least 33 pixels, got {max_size}")
         self.batch_size, self.resize, self.max_size = batch_size, resize, max_size
+        # predict(..., task=OTHER) on a model with several tasks: a predictor per task on the same model.
+        self._model, self._by_task = model, {self.task: self}
+        self._options = dict(device=device, batch_size=batch_size, resize=resize, size=size, optimise=optimise,
+                             max_size=max_size, precision=precision, compile=compile)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **options) -> Predictor:
@@ -121,13 +125,23 @@ class Predictor:
         from polymax.export.onnx import OnnxRunner
         return cls(OnnxRunner(path), **options)
 
-    def predict(self, image: ImageInput, *, probabilities: bool = False) -> Result:
+    def predict(self, image: ImageInput, *, probabilities: bool = False, task: str | None = None) -> Result:
         """One image: a file path, PIL image, numpy array (H, W[, C]) or tensor (C, H, W), RGB 0..255 (see
-        :mod:`polymax.inference.images_io` for the accepted formats). Batches go to :meth:`predict_batch`."""
+        :mod:`polymax.inference.images_io` for the accepted formats). Batches go to :meth:`predict_batch`.
+        ``task``: another task of the same model (e.g. a OneFormer model's 'semantic', 'instance' or 'panoptic');
+        default the predictor's own."""
         arrays = as_arrays(image)
         if len(arrays) != 1:
             raise UserError(f"predict takes one image, got a batch of {len(arrays)}; use predict_batch")
-        return self.predict_batch(arrays, probabilities=probabilities)[0]
+        return self.for_task(task).predict_batch(arrays, probabilities=probabilities)[0]
+
+    def for_task(self, task: str | None) -> Predictor:
+        """This predictor for ``task`` of the same model (itself for None or its own task)."""
+        if task is None:
+            return self
+        if task not in self._by_task:
+            self._by_task[task] = Predictor(self._model, task=task, **self._options)
+        return self._by_task[task]
 
     def predict_batch(self, images: Sequence[ImageInput] | np.ndarray | Tensor, *, probabilities: bool = False
                       ) -> list[Result]:

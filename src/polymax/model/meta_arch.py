@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -111,9 +112,14 @@ class KMaX(nn.Module):
 
     preprocess = staticmethod(preprocess)
 
-    def forward(self, images: Tensor, task: str | Sequence[str] | None = None) -> ModelOutput:
+    def forward(self, images: Tensor, task: str | Sequence[str] | None = None, *,
+                sample_tasks: Sequence[str] | None = None) -> ModelOutput:
         """Run ``task`` (a name, several names sharing one trunk pass, or None for the model's only task) at the
-        padded model resolution; ``semantic_logits`` only in training mode."""
+        padded model resolution; ``semantic_logits`` only in training mode. ``sample_tasks`` (one name per image,
+        instead of ``task``): a mixed-task batch of a OneFormer model, one pass with each image under its own
+        task prompt; each task's run then holds its images (``TaskRun.samples``)."""
+        if sample_tasks is not None:
+            return self._run_mixed(images, tuple(sample_tasks), with_semantic=self.training)
         return self._run(images, resolve_tasks(self.tasks, task), with_semantic=self.training)
 
     def forward_with_semantic(self, images: Tensor, task: str | None = None) -> ModelOutput:
@@ -143,6 +149,34 @@ class KMaX(nn.Module):
                                  semantic_logits=semantic if task in self.semantic_tasks else None,
                                  task_queries=task_queries)
         return ModelOutput(runs)
+
+    def _run_mixed(self, images: Tensor, sample_tasks: tuple[str, ...], *, with_semantic: bool) -> ModelOutput:
+        names = resolve_tasks(self.tasks, tuple(dict.fromkeys(sample_tasks)))
+        features = self.backbone(self.preprocess(images))
+        pixels = self.pixel_decoder(features)
+        semantic = None
+        if with_semantic and self.semantic_branch is not None and set(names) & set(self.semantic_tasks):
+            semantic = self.semantic_branch(features)
+        centres = self.kmax_decoder(pixels, task=sample_tasks)            # each image under its own prompt
+        final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings)
+        runs = {}
+        for task in names:
+            index = torch.tensor([b for b, name in enumerate(sample_tasks) if name == task], device=images.device)
+            head = self.heads[task]
+            runs[task] = TaskRun(task=task, final=head(select_samples(final, index), len(centres.layers)),
+                                 aux=[head(select_samples(layer, index), i) for i, layer in enumerate(centres.layers)],
+                                 semantic_logits=semantic[index] if semantic is not None and
+                                 task in self.semantic_tasks else None,
+                                 task_queries=None if centres.task_queries is None else centres.task_queries[index],
+                                 samples=index)
+        return ModelOutput(runs)
+
+
+def select_samples(value, index: Tensor):
+    """A dataclass of batched tensors (MaskPrediction, TaskOutput) with every tensor field cut to ``index``."""
+    return type(value)(**{item.name: getattr(value, item.name)[index]
+                          if isinstance(getattr(value, item.name), Tensor) else getattr(value, item.name)
+                          for item in fields(value)})
 
 
 def resolve_tasks(available: tuple[str, ...], task: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 ``kmax.py`` holds the kMaX-DeepLab presets (the official deeplab2 configs and the tiny synthetic one),
 ``polymax.py`` the PolyMaX task presets and their per-pixel DeepLabv3+ baselines, ``ait.py`` the AiT soft-token
-depth presets. The VQ-VAE tokenizer presets are ``polymax.tokenizer.TOKENIZER_PRESETS``.
+depth presets, ``oneformer.py`` OneFormer on the kMaX trunk. The VQ-VAE tokenizer presets are
+``polymax.tokenizer.TOKENIZER_PRESETS``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Callable
 from polymax.config.model import ModelConfig
 from polymax.presets.ait import AIT_PRESETS
 from polymax.presets.kmax import KMAX_PRESETS
+from polymax.presets.oneformer import ONEFORMER_PRESETS
 from polymax.presets.polymax import POLYMAX_PRESETS
 
-PRESETS: dict[str, Callable[[], ModelConfig]] = {**KMAX_PRESETS, **POLYMAX_PRESETS, **AIT_PRESETS}
+PRESETS: dict[str, Callable[[], ModelConfig]] = {**KMAX_PRESETS, **POLYMAX_PRESETS, **AIT_PRESETS, **ONEFORMER_PRESETS}
 
 __all__ = ["PRESETS"]

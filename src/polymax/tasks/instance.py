@@ -9,15 +9,32 @@ import json
 from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from polymax.config.model import ModelConfig, TaskConfig
+from polymax.geometry import Geometry, resize_to_input
 from polymax.metrics import InstanceMetrics
-from polymax.structures import SegmentationResult, Targets
+from polymax.structures import SegmentationOutput, SegmentationResult, Targets
 from polymax.tasks.base import LabelField, Picture, Saver, Task
 from polymax.tasks.keys import with_key
-from polymax.tasks.panoptic import PanopticDecoder, PanopticTask, segment_id_map, segments_record
-from polymax.tasks.segmentation import INSTANCES_TITLE, class_key, panoptic_classes, save_uint16, segment_classes
+from polymax.tasks.panoptic import (
+    PanopticDecoder,
+    PanopticTask,
+    measure_segments,
+    segment_id_map,
+    segments_record,
+)
+from polymax.tasks.panoptic_merge import Segment
+from polymax.tasks.segmentation import (
+    INSTANCES_TITLE,
+    class_key,
+    is_oneformer,
+    oneformer_criterion,
+    panoptic_classes,
+    save_uint16,
+    segment_classes,
+)
 from polymax.tasks.visualize import colorize_panoptic
 
 if TYPE_CHECKING:
@@ -39,7 +56,15 @@ class InstanceTask(PanopticTask):
     def build_metrics(self, config: ModelConfig, task: TaskConfig) -> InstanceTaskMetrics:
         return InstanceTaskMetrics(config)
 
-    def build_decoder(self, config: ModelConfig, task: TaskConfig) -> PanopticDecoder:
+    def build_criterion(self, config: ModelConfig, task: TaskConfig, options) -> nn.Module:
+        """The panoptic task's criterion; OneFormer: the thing segments only, stuff pixels void."""
+        if is_oneformer(config, task):
+            return oneformer_criterion(config, self.name, options)
+        return super().build_criterion(config, task, options)
+
+    def build_decoder(self, config: ModelConfig, task: TaskConfig) -> PanopticDecoder | OneFormerInstanceDecoder:
+        if is_oneformer(config, task):
+            return OneFormerInstanceDecoder(config)
         return PanopticDecoder(config, things_only=True, task=self.name)
 
     def pictures(self, result: SegmentationResult, config: ModelConfig) -> list[Picture]:
@@ -65,6 +90,44 @@ class InstanceTask(PanopticTask):
         things = np.isin(panoptic // info.label_divisor, info.thing_classes)
         panoptic = np.where(things, panoptic, info.ignore_label * info.label_divisor)
         return SegmentationResult(task=self.name, size=tuple(panoptic.shape), panoptic=panoptic)
+
+
+class OneFormerInstanceDecoder:
+    """OneFormer's instance inference on kMaX clusters: each cluster's mask is the pixels whose most likely
+    cluster it is (the k-means assignment, so masks never overlap); the thing clusters — whose most likely class
+    of the C + 1 (void included) is a thing class — are the instance candidates, scored by that class
+    probability × the mean mask probability inside the mask; the ``top_k`` best non-empty ones are the instances.
+    Stuff and void clusters are left out (their pixels are void). Runs at the network input."""
+
+    def __init__(self, config: ModelConfig, *, top_k: int = 100) -> None:
+        self.info = config.dataset
+        self.top_k = min(top_k, self.info.label_divisor - 1)
+
+    def __call__(self, output: SegmentationOutput, geometry: Geometry) -> SegmentationResult:
+        info = self.info
+        probabilities = resize_to_input(output.mask_logits.float(), geometry.network)[0].softmax(dim=0)  # (K,H,W)
+        count = probabilities.shape[0]
+        masks = torch.nn.functional.one_hot(probabilities.argmax(dim=0), count).permute(2, 0, 1)  # (K, H, W)
+        area = masks.sum(dim=(1, 2))
+        mean_probability = (probabilities * masks).sum(dim=(1, 2)) / area.clamp(min=1)
+        class_score, which = output.class_logits[0].float().softmax(dim=-1).max(dim=-1)       # (K,) over C + 1
+        is_thing = torch.isin(which, torch.as_tensor(info.thing_classes, dtype=torch.int64))
+        score = class_score * mean_probability
+        kept = [k for k in score.argsort(descending=True).tolist() if area[k] > 0 and is_thing[k]][:self.top_k]
+        void = info.ignore_label * info.label_divisor
+        panoptic = torch.full(probabilities.shape[1:], void, dtype=torch.int64)
+        segments = []
+        for rank, k in enumerate(kept):
+            category = int(which[k])
+            panoptic_id = category * info.label_divisor + rank + 1
+            panoptic[masks[k].bool()] = panoptic_id
+            segments.append(Segment(id=panoptic_id, category=category, is_thing=True, area=int(area[k]),
+                                    score=float(score[k]), slot=k))
+        panoptic = geometry.labels(panoptic).cpu().numpy().astype(np.int64)
+        segments = measure_segments(panoptic, segments, info.class_names)
+        semantic = np.where(panoptic == void, info.ignore_label, panoptic // info.label_divisor).astype(np.int32)
+        return SegmentationResult(task="instance", size=geometry.original, semantic=semantic, panoptic=panoptic,
+                                  segments=segments)
 
 
 class InstanceTaskMetrics:

@@ -241,7 +241,8 @@ def segment_id_map(result: SegmentationResult) -> np.ndarray:
 def segments_record(result: SegmentationResult, config: ModelConfig, *, file_name: str,
                     source: str | None = None) -> dict:
     """The COCO-panoptic style JSON record of one image: ``segments_info`` with id, category_id (the model's
-    class index), category_name, isthing, iscrowd, area, bbox (x, y, w, h), score, panoptic_id."""
+    class index; ``label_id`` too, as the Hugging Face OneFormer API names it), category_name, isthing, iscrowd,
+    area, bbox (x, y, w, h), score, panoptic_id."""
     info = config.dataset
     return {
         "image": source,
@@ -250,7 +251,8 @@ def segments_record(result: SegmentationResult, config: ModelConfig, *, file_nam
         "width": int(result.size[1]),
         "label_divisor": info.label_divisor,
         "segments_info": [
-            {"id": s.id, "category_id": s.category, "category_name": s.category_name, "isthing": int(s.is_thing),
+            {"id": s.id, "label_id": s.category, "category_id": s.category, "category_name": s.category_name,
+             "isthing": int(s.is_thing),
              "iscrowd": 0, "area": s.area, "bbox": list(s.bbox), "score": round(s.score, 6),
              "panoptic_id": s.panoptic_id}
             for s in result.segments or []],

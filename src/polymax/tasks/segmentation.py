@@ -4,6 +4,8 @@ the semantic picture and file, and the panoptic post-processor built from a conf
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from PIL import Image
@@ -12,7 +14,7 @@ from torch import Tensor
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.errors import UserError
 from polymax.losses.kmax_criterion import KMaXLossWeights
-from polymax.structures import SegmentationOutput, SegmentationResult
+from polymax.structures import SegmentationOutput, SegmentationResult, Targets
 from polymax.tasks.base import Picture, Saver
 from polymax.tasks.keys import legend, with_key
 from polymax.tasks.panoptic_merge import PanopticPostProcessor
@@ -132,3 +134,71 @@ def write_semantic(result: SegmentationResult, save: Saver) -> None:
     """NAME_semantic.png: 16-bit grey PNG, class index 0..C−1 per pixel, the ignore label = void."""
     if result.semantic is not None:
         save("semantic.png", lambda path: save_uint16(result.semantic, path))
+
+
+# -- OneFormer: one model, three segmentation tasks from one panoptic annotation ------------------------------------
+
+def is_oneformer(config: ModelConfig, task: TaskConfig | None = None) -> bool:
+    """True for a OneFormer model's task: task-guided centres, and the task reads the shared query group."""
+    return config.kmax_decoder.task_queries == "oneformer" and (task is None or task.num_queries == 0)
+
+
+def derived_targets(task: str, targets: Targets, *, thing_classes, ignore_label: int, label_divisor: int) -> Targets:
+    """The targets of ``task`` derived from panoptic annotations (OneFormer's joint training).
+
+    panoptic: every segment, unchanged. semantic: one mask per class — every instance of a class merged into
+    segment class·label_divisor (crowd is no longer special: its pixels keep their class). instance: the thing
+    segments only — stuff pixels become void (ignore label) in both maps, so the mask-ID / PQ-style losses and
+    the auxiliary semantic loss ignore them and the clusters are free to leave them to no-object clusters.
+    """
+    semantic, panoptic = targets.semantic, targets.panoptic
+    if task == "panoptic" or semantic is None:
+        return targets
+    void = semantic == ignore_label
+    if task == "semantic":
+        merged = torch.where(void, ignore_label * label_divisor, semantic.long() * label_divisor)
+        return replace(targets, panoptic=merged.to(panoptic.dtype) if panoptic is not None else merged, crowd=None)
+    if task == "instance":
+        things = torch.as_tensor(list(thing_classes), dtype=semantic.dtype, device=semantic.device)
+        stuff = ~void & ~torch.isin(semantic, things)
+        new_semantic = torch.where(stuff, torch.full_like(semantic, ignore_label), semantic)
+        new_panoptic = None if panoptic is None else torch.where(
+            stuff, torch.full_like(panoptic, ignore_label * label_divisor), panoptic)
+        return replace(targets, semantic=new_semantic, panoptic=new_panoptic)
+    raise ValueError(f"no derived targets for task {task!r}")
+
+
+class DerivedTargetsCriterion(torch.nn.Module):
+    """``criterion(run, targets)`` on the task's :func:`derived_targets` (OneFormer's per-task losses)."""
+
+    def __init__(self, criterion: torch.nn.Module, *, task: str, thing_classes, ignore_label: int,
+                 label_divisor: int) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.task = task
+        self.options = dict(thing_classes=tuple(thing_classes), ignore_label=ignore_label, label_divisor=label_divisor)
+
+    def forward(self, run, targets: Targets):
+        return self.criterion(run, derived_targets(self.task, targets, **self.options))
+
+
+def oneformer_criterion(config: ModelConfig, task: str, options) -> DerivedTargetsCriterion:
+    """The kMaX losses of a OneFormer task on its derived targets; the semantic task's masks are one per class
+    (no thing slots: every class is a 'stuff' mask), matched by Hungarian matching like the others."""
+    from polymax.losses.kmax_criterion import KMaXCriterion
+
+    info = config.dataset
+    things = () if task == "semantic" else info.thing_classes
+    criterion = KMaXCriterion(num_classes=info.num_classes, thing_classes=things, ignore_label=info.ignore_label,
+                              label_divisor=info.label_divisor, max_thing_id=info.max_thing_id if things else 0,
+                              matching="hungarian", **kmax_loss_options(options))
+    return DerivedTargetsCriterion(criterion, task=task, thing_classes=info.thing_classes,
+                                   ignore_label=info.ignore_label, label_divisor=info.label_divisor)
+
+
+def class_weighted_probabilities(mask_logits: Tensor, class_logits: Tensor) -> Tensor:
+    """OneFormer's semantic inference on K clusters: (B, K, h, w), (B, K, C + 1) → (B, C, h, w)
+    Σ_k softmax_K(mask)_k · softmax(class)_k,c with the void column dropped."""
+    masks = mask_logits.float().softmax(dim=1)
+    classes = class_logits.float().softmax(dim=-1)[..., :-1]
+    return torch.einsum("bkhw,bkc->bchw", masks, classes)

@@ -21,15 +21,21 @@ from polymax.errors import UserError
 from polymax.geometry import Geometry, resize_to_input
 from polymax.losses.polymax_criterion import PerPixelSemanticCriterion, SemanticCriterion
 from polymax.metrics import SemanticMetrics
+from polymax.model.heads.classification import ClassHead
 from polymax.model.heads.per_pixel import PerPixelClassHead
 from polymax.model.heads.semantic import SemanticClusterHead
 from polymax.structures import SegmentationOutput, SegmentationResult, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
-from polymax.tasks.panoptic import majority_class, summary
+from polymax.tasks.panoptic import class_captions, majority_class, summary
 from polymax.tasks.segmentation import (
     class_key,
+    class_weighted_probabilities,
+    derived_targets,
+    is_oneformer,
     kmax_loss_options,
     one_hot_logits,
+    oneformer_criterion,
+    perfect_segmentation,
     require_classes,
     segment_classes,
     semantic_picture,
@@ -53,6 +59,9 @@ class SemanticTask(Task):
     def build_head(self, config: ModelConfig, task: TaskConfig, *, num_predictions: int,
                    num_queries: int) -> nn.Module:
         num_classes = require_classes(config, task)
+        if is_oneformer(config, task):     # OneFormer: the class head over the N shared clusters
+            return ClassHead(num_classes=num_classes, in_channels=config.kmax_decoder.hidden,
+                             num_predictions=num_predictions)
         if num_queries != num_classes:
             where = f"tasks.{task.name}.num_queries" if task.num_queries else "kmax_decoder.num_queries"
             raise UserError(f"a PolyMaX semantic model needs one query per class: {where} is {num_queries} but "
@@ -69,12 +78,21 @@ class SemanticTask(Task):
                   "label_divisor": info.label_divisor}
         if config.architecture == "deeplabv3plus":
             return PerPixelSemanticCriterion(**common)
+        if is_oneformer(config, task):
+            return oneformer_criterion(config, self.name, options)
         return SemanticCriterion(**common, **kmax_loss_options(options))
 
     def perfect_output(self, targets: Targets, config: ModelConfig, task: TaskConfig, *, num_queries: int,
                        confidence: float = 50.0) -> SegmentationOutput:
-        """Cluster c is class c (K = C): its mask is where the label is c, its class c if present, else void."""
+        """Cluster c is class c (K = C): its mask is where the label is c, its class c if present, else void.
+        OneFormer: cluster k is the k-th class present (instances merged)."""
         info = config.dataset
+        if is_oneformer(config, task):
+            merged = derived_targets(self.name, targets, thing_classes=info.thing_classes,
+                                     ignore_label=info.ignore_label, label_divisor=info.label_divisor)
+            return perfect_segmentation(merged.panoptic, num_queries=num_queries, num_classes=info.num_classes,
+                                        ignore_label=info.ignore_label, label_divisor=info.label_divisor,
+                                        confidence=confidence)
         labels = targets.semantic.clone()
         labels[labels == info.ignore_label] = 0                     # void pixels: any cluster (ignored)
         mask_logits = one_hot_logits(labels, num_queries, confidence).permute(0, 3, 1, 2)
@@ -91,7 +109,7 @@ class SemanticTask(Task):
         return SemanticTaskMetrics(config)
 
     def build_decoder(self, config: ModelConfig, task: TaskConfig):
-        return decode_semantic
+        return decode_oneformer_semantic if is_oneformer(config, task) else decode_semantic
 
     def pictures(self, result: SegmentationResult, config: ModelConfig) -> list[Picture]:
         return [semantic_picture(result, config)]
@@ -101,7 +119,11 @@ class SemanticTask(Task):
         write_semantic(result, save)
 
     def tta_values(self, output: TaskOutput) -> Tensor:
-        """Class probabilities (B, C, h, w): softmax over the K = C clusters (or the baseline's class logits)."""
+        """Class probabilities (B, C, h, w): softmax over the K = C clusters (or the baseline's class logits);
+        OneFormer: the class-weighted cluster probabilities."""
+        # K ≠ C only on OneFormer (N shared clusters); PolyMaX's K = C head has one cluster per class.
+        if output.class_logits is not None and output.mask_logits.shape[1] != output.class_logits.shape[-1] - 1:
+            return class_weighted_probabilities(output.mask_logits, output.class_logits)
         return torch.softmax(output.mask_logits.float(), dim=1)
 
     def trivial_result(self, config: ModelConfig, task: TaskConfig,
@@ -129,8 +151,19 @@ class SemanticTask(Task):
         return class_key([r.semantic for r in results], config)
 
     def cluster_captions(self, output: TaskOutput, config: ModelConfig) -> list[tuple[float, str]]:
-        """K = C: cluster i is class i, in class order."""
+        """K = C: cluster i is class i, in class order (OneFormer: each cluster's most likely class)."""
+        if is_oneformer(config):
+            return class_captions(output.class_logits, config)
         return [(float(i), name) for i, name in enumerate(config.dataset.class_names)]
+
+
+def decode_oneformer_semantic(output: SegmentationOutput, geometry: Geometry) -> SegmentationResult:
+    """OneFormer's semantic map: argmax over classes of the class-weighted cluster probabilities, on the network
+    input, then nearest onto the image."""
+    logits = resize_to_input(output.mask_logits.float(), geometry.network)
+    labels = class_weighted_probabilities(logits, output.class_logits).argmax(dim=1)[0]
+    semantic = geometry.labels(labels).cpu().numpy().astype("int32")
+    return SegmentationResult(task="semantic", size=geometry.original, semantic=semantic)
 
 
 def decode_semantic(output: SegmentationOutput, geometry: Geometry) -> SegmentationResult:

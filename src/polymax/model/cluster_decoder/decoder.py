@@ -80,14 +80,27 @@ class KMaXDecoder(nn.Module):
             return f"task:{task}"
         return "shared"
 
-    def guided_queries(self, task: str | None, high_res: Tensor | None) -> Tensor | None:
+    def guided_queries(self, task: str | tuple[str, ...] | None, high_res: Tensor | None) -> Tensor | None:
         """(B, N, E) the task-guided queries of ``task`` on ``high_res`` (B, C, h, w), or None when the task's
-        centres are learned."""
+        centres are learned. ``task`` may also be a tuple of B names, one per image (a mixed-task batch)."""
+        if isinstance(task, tuple):
+            return self.mixed_queries(task, high_res)
         if self.task_queries is None or task in self.task_centres:
             return None
         if high_res is None:
             raise ValueError("task-guided centres read the stride-4 pixel features: pass high_res")
         ids = prompt_ids(str(task)).to(high_res.device).expand(high_res.shape[0], -1)         # (B, 77)
+        return self.task_queries(high_res, ids).queries
+
+    def mixed_queries(self, tasks: tuple[str, ...], high_res: Tensor | None) -> Tensor:
+        """(B, N, E) task-guided queries with image b under the prompt of ``tasks[b]`` (one module pass)."""
+        if self.task_queries is None or self.task_embedding is not None or set(tasks) & set(self.task_centres):
+            raise ValueError("a batch of mixed tasks needs task-guided centres (task_queries='oneformer') and "
+                             "tasks of the shared group")
+        if high_res is None or len(tasks) != high_res.shape[0]:
+            raise ValueError(f"{len(tasks)} task names for a batch of "
+                             f"{None if high_res is None else high_res.shape[0]} images")
+        ids = torch.stack([prompt_ids(name) for name in tasks]).to(high_res.device)          # (B, 77)
         return self.task_queries(high_res, ids).queries
 
     def initial_centres(self, batch: int, task: str | None = None, high_res: Tensor | None = None,
