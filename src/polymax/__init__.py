@@ -23,7 +23,7 @@ def __getattr__(name: str):
         from polymax.io.pretrained import save_pretrained
         return save_pretrained
     if name == "push_to_hub":
-        from polymax.io.hub import push_to_hub
+        from polymax.io.push import push_to_hub
         return push_to_hub
     if name == "TASKS":
         from polymax.tasks import TASKS

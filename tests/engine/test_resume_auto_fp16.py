@@ -38,6 +38,9 @@ def test_fp16_trains_with_a_loss_scale_that_is_checkpointed_and_restored(tmp_pat
     assert scale > 0 and state["grad_scaler"]["_growth_tracker"] >= 0
     resumed = train(_config(tmp_path, "precision=fp16", steps=3), resume=True)
     assert resumed.step == 3
+    log = (tmp_path / "log.txt").read_text()          # the run's history, appended across the resume
+    assert log.count("resolved training config") == 2 and "resumed from" in log
+    assert "step 2: loss " in log and "step 3: loss " in log and " INFO " in log
 
 
 @pytest.mark.parametrize("value, ok", [("auto", True), ("later", False)])

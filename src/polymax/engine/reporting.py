@@ -2,17 +2,44 @@
 
 Scalars always go to ``OUT/scalars.jsonl`` (one JSON object per logged step; no dependency), and to
 TensorBoard under ``OUT/tb`` when the optional ``log`` extra (tensorboard) is installed. Without it the run
-says so once and carries on.
+says so once and carries on. What the run prints (config, resumes, evaluations, losses every ``log_every``
+steps, stops) also goes, time-stamped, through Python ``logging`` (logger ``polymax.train``) to ``OUT/log.txt``,
+appended across resumes, so a cluster job's history survives its console.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
+
+LOG_FILE = "log.txt"
+logger = logging.getLogger("polymax.train")
+
+
+@contextmanager
+def run_log(out_dir: str | Path, *, enabled: bool) -> Iterator[None]:
+    """Send ``logger`` (INFO and above) to ``out_dir/log.txt`` while the block runs (rank 0 only: ``enabled``)."""
+    if not enabled:
+        yield
+        return
+    handler = logging.FileHandler(Path(out_dir) / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()
 
 
 def progress_bar(*, total: int, initial: int, enabled: bool) -> tqdm:

@@ -49,7 +49,7 @@ from polymax.engine.checkpoint import (
     saved_config,
 )
 from polymax.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
-from polymax.engine.reporting import ScalarLog, progress_bar
+from polymax.engine.reporting import ScalarLog, logger, progress_bar, run_log
 from polymax.engine.sampler import SeededDataset, ShardedStream
 from polymax.errors import UserError
 from polymax.structures import ModelOutput
@@ -86,15 +86,16 @@ def train(config: TrainConfig, *, resume: bool | str = False, allow_config_chang
     context = distributed.setup(config.device)
     try:
         check_out_dir(Path(config.out_dir), resume=bool(resume))
-        if resume:
-            check_recipe(config, allow_change=allow_config_change, context=context)
-        model = build_training_model(config)
-        config = dataclasses.replace(config, precise_bn_batches=precise_bn_batches(config))   # None → this run's
-        _say(context, "resolved training config:\n" + config.to_yaml())
-        evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
-        return fit(config, model=model, objective=build_objective(model.config, config),
-                   train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
-                   resume=bool(resume), evaluate_fn=evaluate_fn, context=context)
+        with run_log(config.out_dir, enabled=context.is_main):
+            if resume:
+                check_recipe(config, allow_change=allow_config_change, context=context)
+            model = build_training_model(config)
+            config = dataclasses.replace(config, precise_bn_batches=precise_bn_batches(config))   # None → this run's
+            _say(context, "resolved training config:\n" + config.to_yaml())
+            evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
+            return fit(config, model=model, objective=build_objective(model.config, config),
+                       train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
+                       resume=bool(resume), evaluate_fn=evaluate_fn, context=context)
     except OSError as error:
         if error.errno not in _WRITE_ERRNOS:
             raise
@@ -241,6 +242,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
+                logger.info("step %d: loss %.4f, lr %.3g", step, loss, lr)
                 log.scalars(step, {"loss/total": loss, "lr": lr,
                                    **{f"loss/{k}": v for k, v in terms.to_floats().items() if k != "total_loss"}})
             done = step == config.steps or stop_requested
@@ -464,5 +466,7 @@ def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
 
 
 def _say(context: distributed.DistributedContext, message: str, bar=None) -> None:
+    """Print on rank 0 (above the progress bar), and log it (OUT/log.txt during ``train``)."""
     if context.is_main:
         (bar.write if bar is not None else print)(message)
+        logger.info(message)

@@ -30,7 +30,7 @@ def model_card(config: ModelConfig, *, metrics: dict[str, float] | None = None, 
     printed as given); ``model_id``: what users pass to ``--model`` (a Hub repo id or a folder; default ``DIR``)."""
     where = model_id or "DIR"
     family = "deeplabv3plus" if config.architecture == "deeplabv3plus" else (
-        "kmax" if config.task_names == ("panoptic",) or config.preset.startswith("kmax") else "polymax")
+        "kmax" if config.preset.startswith("kmax") else "polymax")
     tags = sorted({"polymax", family.replace("kmax", "kmax-deeplab"), *(f"{t}-prediction" for t in config.task_names)})
     pipeline = PIPELINE_TAGS.get(config.task_names[0], "image-segmentation")
     info = config.dataset
@@ -44,9 +44,6 @@ def model_card(config: ModelConfig, *, metrics: dict[str, float] | None = None, 
              f"| tasks | {', '.join(config.task_names)} |",
              f"| data set (label space) | {info.name} |",
              f"| input size (training / evaluation crop, H × W) | {config.crop_size[0]} × {config.crop_size[1]} |"]
-    depth = [task for task in config.tasks if task.name == "depth"]
-    if depth:
-        lines.append(f"| depth range | {depth[0].min_depth:g} – {depth[0].max_depth:g} m |")
     if info.class_names:
         shown = ", ".join(info.class_names[:MAX_LISTED_CLASSES])
         hidden = info.num_classes - MAX_LISTED_CLASSES
@@ -70,13 +67,13 @@ def model_card(config: ModelConfig, *, metrics: dict[str, float] | None = None, 
 def write_model_card(directory: str | os.PathLike, config: ModelConfig, *, metrics: dict[str, float] | None = None,
                      model_id: str | None = None) -> Path | None:
     """Write ``directory/README.md`` unless the user's own card is there; returns the path written (or None)."""
-    from polymax.io.pretrained import atomic_write
-
     path = Path(directory) / CARD_FILE
     if path.is_file() and MARKER not in path.read_text(errors="replace"):
         return None
     text = model_card(config, metrics=metrics, model_id=model_id)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    tmp = path.with_name(f".{CARD_FILE}.tmp-{os.getpid()}")   # readers see the old card or the new one
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return path
 
 
