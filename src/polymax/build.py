@@ -23,6 +23,7 @@ from torch import nn
 from polymax.config.model import BackboneConfig, ModelConfig
 from polymax.errors import UserError
 from polymax.tasks import get_task
+from polymax.tokenizer.config import TokenizerConfig
 
 
 def resolve_config(preset: str | ModelConfig, **overrides: Any) -> ModelConfig:
@@ -121,7 +122,7 @@ def build_semantic_branch(config: ModelConfig, channels: tuple[int, ...]) -> tup
     return branch, tuple(task.name for task in served)
 
 
-def build_model(preset: str | ModelConfig, **overrides: Any) -> nn.Module:
+def build_model(preset: str | ModelConfig | TokenizerConfig, **overrides: Any) -> nn.Module:
     """Build the model of a preset name or ModelConfig (in training mode, freshly initialised); a tokenizer
     preset or TokenizerConfig (``polymax.tokenizer``) builds that VQ-VAE."""
     from polymax.tokenizer.build import build_tokenizer_model, is_tokenizer

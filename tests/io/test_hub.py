@@ -13,6 +13,7 @@ import polymax
 from polymax.errors import UserError
 from polymax.io.hub import looks_like_repo_id, resolve_model_path
 from polymax.io.model_card import CARD_FILE, MARKER, model_card
+from polymax.presets import PRESETS
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -123,3 +124,17 @@ def test_push_to_hub_uploads_the_folder(monkeypatch, tiny_model):
     assert "--model owner/tiny" in calls["card"] and "| rms | 0.75 |" in calls["card"]
     with pytest.raises(UserError, match="not a Hugging Face Hub repo id"):
         polymax.push_to_hub(tiny_model, "no slash")
+
+
+@pytest.mark.parametrize("preset, paper", [("oneformer_kmax_tiny_synth", "OneFormer"),
+                                           ("ait_tiny_synth_depth", "All in Tokens"),
+                                           ("polymax_tiny_synth_depth", "PolyMaX")])
+def test_card_names_the_method_of_the_preset(preset, paper):
+    assert paper in model_card(PRESETS[preset]())
+
+
+def test_a_tokenizer_folder_gets_its_own_card(tmp_path):
+    tokenizer = polymax.build_model("vqvae_tiny_synth_depth")
+    polymax.save_pretrained(tokenizer, tmp_path / "tok")
+    card = (tmp_path / "tok" / "README.md").read_text()
+    assert "VQ-VAE tokenizer of depth maps" in card and "vqvae_tiny_synth_depth" in card

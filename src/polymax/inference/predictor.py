@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,8 +110,9 @@ class Predictor:
         self.batch_size, self.resize, self.max_size = batch_size, resize, max_size
         # predict(..., task=OTHER) on a model with several tasks: a predictor per task on the same model.
         self._model, self._by_task = model, {self.task: self}
-        self._options = dict(device=device, batch_size=batch_size, resize=resize, size=size, optimise=optimise,
-                             max_size=max_size, precision=precision, compile=compile)
+        self._options: dict[str, Any] = dict(device=device, batch_size=batch_size, resize=resize, size=size,
+                                             optimise=optimise, max_size=max_size, precision=precision,
+                                             compile=compile)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **options) -> Predictor:
