@@ -67,11 +67,14 @@ def write_table(rows: list[dict], path: Path, settings: dict) -> None:
              "| task | run | preset | K | RMS (m) | AbsRel | δ1 | mean (°) | median (°) | < 11.25° | train s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        m = row["metrics"]
+        # Normals metrics also have an "rms" (of the angle): each task fills its own columns only.
+        m = {f"{row['task']}/{key}": value for key, value in row["metrics"].items()}
         cell = lambda key, fmt="{:.4f}", m=m: fmt.format(m[key]) if key in m else "–"
-        angles = f"{cell('mean', '{:.2f}')} | {cell('median', '{:.2f}')} | {cell('within_11_25')}"
-        lines.append(f"| {row['task']} | {row['run']} | `{row['preset']}` | {row['k'] or 'preset'} | {cell('rms')} | "
-                     f"{cell('abs_rel')} | {cell('delta1')} | {angles} | {row['seconds']:.0f} |")
+        angles = (f"{cell('normals/mean', '{:.2f}')} | {cell('normals/median', '{:.2f}')} | "
+                  f"{cell('normals/within_11_25')}")
+        lines.append(f"| {row['task']} | {row['run']} | `{row['preset']}` | {row['k'] or 'preset'} | "
+                     f"{cell('depth/rms')} | {cell('depth/abs_rel')} | {cell('depth/delta1')} | {angles} | "
+                     f"{row['seconds']:.0f} |")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -22,5 +22,6 @@ def test_one_step_run_writes_table_json_and_plot(tmp_path):
     assert all(0.0 <= row["metrics"]["mean"] <= 180.0 for row in rows)
     table = (tmp_path / "cluster_vs_pixel.md").read_text()
     assert table.count("| normals |") == 5 and "--steps 1" in table
+    assert all(line.split(" | ")[4] == "–" for line in table.splitlines() if line.startswith("| normals |"))
     from PIL import Image
     assert Image.open(tmp_path / "cluster_vs_pixel.png").size == (900, 420)
