@@ -2,7 +2,7 @@
 per-pixel twin, and the number of clusters K.
 
     python benchmarks/cluster_vs_pixel.py                     # ~20 min on 2 CPU cores; writes docs/cluster_vs_pixel.*
-    python benchmarks/cluster_vs_pixel.py --steps 2 --out /tmp/smoke   # a smoke run
+    python benchmarks/cluster_vs_pixel.py --steps 2 --out smoke   # a smoke run
 
 Every run trains with the same steps, batch, learning rate, crop, seed and augmentation through the regular
 training loop (``polymax.engine.train.fit``, precise BN at the end), then is evaluated on the same synthetic
