@@ -84,6 +84,7 @@ def test_one_predictor_answers_each_task(tmp_path):
     assert results["semantic"].segments is None and results["semantic"].semantic.shape == (40, 50)
     assert results["instance"].segments is not None and predictor.predict(image).task == "panoptic"
     assert predictor.for_task("semantic") is predictor.for_task("semantic")
+    assert predictor.for_task("instance").runner.model is predictor.runner.model   # one optimised copy for all
 
 
 def test_the_cli_predicts_each_task(tmp_path):

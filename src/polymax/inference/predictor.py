@@ -108,11 +108,9 @@ class Predictor:
         if max_size is not None and max_size < 33:
             raise UserError(f"max size must be at least 33 pixels, got {max_size}")
         self.batch_size, self.resize, self.max_size = batch_size, resize, max_size
-        # predict(..., task=OTHER) on a model with several tasks: a predictor per task on the same model.
-        self._model, self._by_task = model, {self.task: self}
-        self._options: dict[str, Any] = dict(device=device, batch_size=batch_size, resize=resize, size=size,
-                                             optimise=optimise, max_size=max_size, precision=precision,
-                                             compile=compile)
+        # predict(..., task=OTHER) on a model with several tasks: a predictor per task on the same runner.
+        self._by_task: dict[str, Predictor] = {self.task: self}
+        self._options: dict[str, Any] = dict(batch_size=batch_size, resize=resize, size=size, max_size=max_size)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **options) -> Predictor:
@@ -142,7 +140,11 @@ class Predictor:
         if task is None:
             return self
         if task not in self._by_task:
-            self._by_task[task] = Predictor(self._model, task=task, **self._options)
+            if isinstance(self.runner, TorchRunner):
+                other = Predictor(self.runner.for_task(task), **self._options)
+            else:           # an exported graph runs one task: Predictor says so in one line
+                other = Predictor(self.runner, task=task, **self._options)
+            self._by_task[task] = other
         return self._by_task[task]
 
     def predict_batch(self, images: Sequence[ImageInput] | np.ndarray | Tensor, *, probabilities: bool = False

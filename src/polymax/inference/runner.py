@@ -6,6 +6,7 @@ model resolution of that padded input (the predictor takes each image's slice of
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -62,6 +63,13 @@ class TorchRunner:
         if compile:
             self.model = torch.compile(self.model)
         self.config = config
+
+    def for_task(self, task: str) -> TorchRunner:
+        """This runner for another task of the same model, sharing its prepared (optimised, compiled) module:
+        a model with several tasks is folded, fused and compiled once, not once per task."""
+        other = copy.copy(self)
+        other.task = self.config.task(task).name
+        return other
 
     def __call__(self, images: Tensor) -> TaskOutput:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16,
