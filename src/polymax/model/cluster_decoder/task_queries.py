@@ -30,6 +30,9 @@ TASK_PROMPT_IDS: dict[str, tuple[int, ...]] = {
     "panoptic": (49406, 518, 10549, 533, 1072, 24755, 49407),
     "semantic": (49406, 518, 10549, 533, 29119, 1550, 49407),
     "instance": (49406, 518, 10549, 533, 34572, 49407),
+    # Beyond OneFormer (one model for every dense task, docs/multitask.md): the same prompt for the continuous tasks.
+    "depth": (49406, 518, 10549, 533, 10350, 49407),
+    "normals": (49406, 518, 10549, 533, 10990, 938, 49407),
 }
 MEMORY_VALUES = ("sine", "features")
 
