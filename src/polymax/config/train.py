@@ -205,14 +205,21 @@ class DepthTokensLossOptions:
 class OneFormerOptions:
     """Joint training of a OneFormer model (``kmax_decoder.task_queries='oneformer'``; ignored otherwise).
 
-    {panoptic,semantic,instance}_probability: how often an image draws each task (normalised over the model's
-    tasks; one task alone = single-task training). The query–text contrastive loss (training only): its weight
-    (0 = off), initial temperature, and the text mapper (width, layers, heads, causal attention, num_context
-    learned context rows)."""
+    Also read by a model for every dense task (``polymax_multitask_*``, docs/multitask.md).
+    task_sampling: 'image' (each image trains one task, drawn among those its labels support, as OneFormer),
+    'all' (each image trains every task its labels support) or 'auto' (per image when every task reads the
+    task-guided group, as OneFormer; every supported task otherwise).
+    {panoptic,semantic,instance,depth,normals}_probability: how often an image draws each task (normalised over
+    the model's tasks; one task alone = single-task training). The query–text contrastive loss (training only):
+    its weight (0 = off), initial temperature, and the text mapper (width, layers, heads, causal attention,
+    num_context learned context rows)."""
 
+    task_sampling: str = "auto"
     panoptic_probability: float = 1.0 / 3.0
     semantic_probability: float = 1.0 / 3.0
     instance_probability: float = 1.0 / 3.0
+    depth_probability: float = 1.0 / 3.0
+    normals_probability: float = 1.0 / 3.0
     contrastive_weight: float = 0.5
     temperature: float = 0.07
     text_width: int = 256
@@ -220,6 +227,14 @@ class OneFormerOptions:
     text_heads: int = 4
     text_causal: bool = True
     num_context: int = 16
+
+    def __post_init__(self) -> None:
+        if self.task_sampling not in TASK_SAMPLING:
+            raise UserError(f"oneformer.task_sampling must be one of {', '.join(TASK_SAMPLING)}, "
+                            f"got {self.task_sampling!r}")
+
+
+TASK_SAMPLING = ("auto", "image", "all")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from torch import nn
 from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 from polymax.losses.terms import LossTerms
-from polymax.structures import ModelOutput, Targets
+from polymax.structures import ModelOutput, Targets, TaskRun
 
 
 class TaskSampler(nn.Module):
@@ -43,8 +43,16 @@ class TaskSampler(nn.Module):
                              persistent=False)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, batch: int) -> tuple[str, ...]:
-        index = torch.multinomial(self.weights.cpu(), batch, replacement=True, generator=self.generator)
+    def forward(self, batch: int, supported: torch.Tensor | None = None) -> tuple[str, ...]:
+        """``batch`` task names; with ``supported`` (B, T) bool (the tasks each image's labels can train, in
+        ``self.tasks`` order), image b draws among its own tasks only (renormalised; all tasks when it has none)."""
+        weights = self.weights.cpu()
+        if supported is None:
+            index = torch.multinomial(weights, batch, replacement=True, generator=self.generator)
+            return tuple(self.tasks[i] for i in index.tolist())
+        rows = weights[None, :] * supported.cpu().float()                                   # (B, T)
+        rows = torch.where(rows.sum(1, keepdim=True) > 0, rows, weights[None, :])
+        index = torch.multinomial(rows, 1, generator=self.generator)[:, 0]
         return tuple(self.tasks[i] for i in index.tolist())
 
 
@@ -100,24 +108,27 @@ class TrainingObjective(nn.Module):
     """
 
     def __init__(self, criteria: dict[str, nn.Module], *, sampler: TaskSampler | None = None,
-                 text: OneFormerTextLoss | None = None) -> None:
+                 text: OneFormerTextLoss | None = None, ignore_label: int = 255, label_divisor: int = 1000) -> None:
         super().__init__()
         if not criteria:
             raise ValueError("a training objective needs at least one task criterion")
         self.criteria = nn.ModuleDict(criteria)
         self.sampler = sampler
         self.text = text
+        self.void = {"ignore_label": ignore_label, "label_divisor": label_divisor}   # the labels' void values
 
     @property
     def tasks(self) -> tuple[str, ...]:
         """The tasks the objective reads from a ModelOutput (what ``fit`` asks the model to run)."""
         return tuple(self.criteria)
 
-    def model_inputs(self, batch: int) -> dict[str, Any]:
-        """The keyword arguments of the model call for a micro-batch of ``batch`` images."""
+    def model_inputs(self, batch: int, targets: Targets | None = None) -> dict[str, Any]:
+        """The keyword arguments of the model call for a micro-batch of ``batch`` images (with ``targets``, each
+        image draws among the tasks its labels support)."""
         if self.sampler is None:
             return {"task": self.tasks}
-        return {"sample_tasks": self.sampler(batch)}
+        supported = None if targets is None else supported_tasks(targets, self.sampler.tasks, **self.void)
+        return {"sample_tasks": self.sampler(batch, supported)}
 
     def forward(self, output: ModelOutput, targets: Targets) -> LossTerms:
         if len(self.criteria) == 1 and self.sampler is None and self.text is None:
@@ -126,19 +137,67 @@ class TrainingObjective(nn.Module):
         terms = LossTerms()
         batch = _batch_size(targets)
         mixed = any(run.samples is not None for run in output.runs.values())
-        for task, criterion in self.criteria.items():
+        supported = supported_tasks(targets, self.tasks, **self.void)                        # (B, T) bool
+        for column, (task, criterion) in enumerate(self.criteria.items()):
             if mixed and task not in output.runs:
                 continue                       # no image of this mixed-task batch drew this task
             run = output[task]
-            if run.samples is None:
+            samples = torch.arange(batch) if run.samples is None else run.samples.cpu()
+            labelled = supported[samples, column]                     # the run's images whose labels train it
+            if bool(labelled.all()) and run.samples is None:
                 terms = terms.merged(criterion(run, targets), prefix=f"{task}/")
                 continue
-            share = run.samples.numel() / batch
-            task_terms = criterion(run, select_targets(targets, run.samples))
+            if not bool(labelled.any()):
+                continue                       # missing labels are no target: no loss rather than a wrong one
+            rows = torch.nonzero(labelled)[:, 0]
+            if not bool(labelled.all()):
+                run = select_run(run, rows.to(_run_device(run)))
+            share = rows.numel() / batch
+            task_terms = criterion(run, select_targets(targets, samples[rows]))
             terms = terms.merged(LossTerms({k: v * share for k, v in task_terms.values.items()}), prefix=f"{task}/")
         if self.text is not None:
             terms = terms.merged(self.text(output, targets))
         return terms
+
+
+def supported_tasks(targets: Targets, tasks: Sequence[str], *, ignore_label: int = 255,
+                    label_divisor: int = 1000) -> torch.Tensor:
+    """(B, T) bool on the CPU: whether image b has labels for task ``tasks[t]`` — every label field the task
+    reads (``Task.labels``) holds at least one valid pixel. Collation fills a missing label with its invalid
+    value (void, depth 0, normals 0), so an image of a data set without depth reads False for depth."""
+    from polymax.tasks import get_task
+
+    batch = _batch_size(targets)
+    columns = []
+    for task in tasks:
+        present = torch.ones(batch, dtype=torch.bool)
+        for label in get_task(task).labels:
+            values = getattr(targets, label.name, None)
+            if values is None:
+                present &= False
+            elif label.name == "panoptic":
+                present &= (values.detach() // label_divisor != ignore_label).flatten(1).any(dim=1).cpu()
+            elif label.kind == "ids":
+                present &= (values.detach() != ignore_label).flatten(1).any(dim=1).cpu()
+            else:                              # 'scalar' / 'vector': 0 (all-zero) is invalid
+                present &= (values.detach() != 0).flatten(1).any(dim=1).cpu()
+        columns.append(present)
+    return torch.stack(columns, dim=1)
+
+
+def select_run(run: TaskRun, index: torch.Tensor) -> TaskRun:
+    """``run`` cut to its images ``index`` (rows of its own batch): outputs, semantic logits, queries, samples."""
+    from polymax.model.meta_arch import select_samples
+
+    return TaskRun(task=run.task, final=select_samples(run.final, index),
+                   aux=[select_samples(aux, index) for aux in run.aux],
+                   semantic_logits=None if run.semantic_logits is None else run.semantic_logits[index],
+                   task_queries=None if run.task_queries is None else run.task_queries[index],
+                   samples=None if run.samples is None else run.samples[index])
+
+
+def _run_device(run: TaskRun) -> torch.device:
+    return next(value for value in vars(run.final).values() if isinstance(value, torch.Tensor)).device
 
 
 def _batch_size(targets: Targets) -> int:
@@ -161,22 +220,27 @@ def oneformer_probabilities(tasks: Sequence[str], options: Any) -> dict[str, flo
 
 def build_objective(model_config: ModelConfig, train_config: Any = None) -> TrainingObjective:
     """The objective of every task of ``model_config``, each criterion configured by its loss section of
-    ``train_config`` (a TrainConfig; None = the defaults). A OneFormer model (task-guided centres) also gets its
-    per-image task draw and, with a positive ``oneformer.contrastive_weight``, the query–text loss."""
+    ``train_config`` (a TrainConfig; None = the defaults). A task-conditioned model with several tasks
+    (OneFormer's task-guided centres, or one model for every dense task) trains either every task its labels
+    support on every image or one drawn task per image (``oneformer.task_sampling``); a OneFormer model whose
+    tasks all read the task-guided group also gets, with a positive ``oneformer.contrastive_weight``, the
+    query–text loss."""
     from polymax.build import build_criterion
     from polymax.config.train import TrainConfig
 
     train_config = train_config or TrainConfig()
     criteria = {name: build_criterion(model_config, name, train_config) for name in model_config.task_names}
+    void = {"ignore_label": model_config.dataset.ignore_label, "label_divisor": model_config.dataset.label_divisor}
     if model_config.kmax_decoder.task_queries != "oneformer":
-        return TrainingObjective(criteria)
+        return TrainingObjective(criteria, **void)
     options = train_config.oneformer
     guided = [task.name for task in model_config.tasks if task.num_queries == 0]
-    if len(guided) != len(model_config.tasks):
-        return TrainingObjective(criteria)     # task-guided centres beside other groups: every task, every image
-    probabilities = {task: p for task, p in oneformer_probabilities(guided, options).items() if p > 0}
+    if task_sampling(model_config, options) == "all":
+        return TrainingObjective(criteria, **void)
+    names = model_config.task_names
+    probabilities = {task: p for task, p in oneformer_probabilities(names, options).items() if p > 0}
     text = None
-    if options.contrastive_weight > 0:
+    if options.contrastive_weight > 0 and len(guided) == len(names):
         # Initial text weights from the run's seed alone (the same on every rank, whatever ran before).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_config.seed)
@@ -184,4 +248,12 @@ def build_objective(model_config: ModelConfig, train_config: Any = None) -> Trai
     # Each rank draws its own tasks (built after the process group is set up under torchrun).
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     sampler = TaskSampler(probabilities, seed=train_config.seed + 7919 * rank)
-    return TrainingObjective(criteria, sampler=sampler, text=text)
+    return TrainingObjective(criteria, sampler=sampler, text=text, **void)
+
+
+def task_sampling(model_config: ModelConfig, options: Any) -> str:
+    """'image' (one drawn task per image) or 'all' (every task on every image): ``options.task_sampling``, with
+    'auto' = per image when every task reads the task-guided group (OneFormer), else every task."""
+    if options.task_sampling != "auto":
+        return options.task_sampling
+    return "image" if all(task.num_queries == 0 for task in model_config.tasks) else "all"

@@ -220,7 +220,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                     with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                                         enabled=autocast_dtype is not None):
                         # Through the (possibly DDP-wrapped) module's forward, so DDP sees the whole pass.
-                        output = train_model(batch.images, **_model_inputs(objective, batch.images, tasks))
+                        output = train_model(batch.images, **_model_inputs(objective, batch, tasks))
                     # Losses in float32: softmaxes over many clusters and dice sums lose too much in bf16.
                     terms = _losses(objective, to_float(output), batch.targets, step=step + 1, out_dir=out_dir)
                     scaler.scale(terms.total / micro_batches).backward()
@@ -365,11 +365,11 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _model_inputs(objective: Any, images: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, Any]:
-    """The model call's keywords: the objective's (a OneFormer objective draws a task per image), else every
-    task of the model on every image."""
+def _model_inputs(objective: Any, batch: Any, tasks: tuple[str, ...]) -> dict[str, Any]:
+    """The model call's keywords: the objective's (a OneFormer objective draws a task per image among those its
+    labels support), else every task of the model on every image."""
     if hasattr(objective, "model_inputs"):
-        return objective.model_inputs(images.shape[0])
+        return objective.model_inputs(batch.images.shape[0], batch.targets)
     return {"task": tasks}
 
 

@@ -134,6 +134,24 @@ class KMaX(nn.Module):
         semantic = None
         if with_semantic and self.semantic_branch is not None and set(tasks) & set(self.semantic_tasks):
             semantic = self.semantic_branch(features)
+        return self._decode(pixels, tasks, semantic=semantic)
+
+    def _run_per_task(self, pixels, sample_tasks: tuple[str, ...], names: tuple[str, ...], *,
+                      semantic: Tensor | None) -> ModelOutput:
+        """A mixed-task batch whose tasks cannot share one decoder pass (query groups of their own): each task's
+        cluster-decoder pass and head run on its images only (the trunk ran once on the whole batch)."""
+        runs = {}
+        for task in names:
+            index = torch.tensor([b for b, name in enumerate(sample_tasks) if name == task],
+                                 device=pixels.high_res.device)
+            run = self._decode(select_samples(pixels, index), (task,),
+                               semantic=None if semantic is None else semantic[index]).runs[task]
+            run.samples = index
+            runs[task] = run
+        return ModelOutput(runs)
+
+    def _decode(self, pixels, tasks: tuple[str, ...], *, semantic: Tensor | None) -> ModelOutput:
+        """The cluster decoder, mask head and task heads on the trunk's PixelFeatures, one pass per query group."""
         passes = {}    # one cluster-decoder pass per query group (and per task when the centres depend on it)
         runs = {}
         for task in tasks:
@@ -157,6 +175,8 @@ class KMaX(nn.Module):
         semantic = None
         if with_semantic and self.semantic_branch is not None and set(names) & set(self.semantic_tasks):
             semantic = self.semantic_branch(features)
+        if not self.kmax_decoder.batches_mixed_tasks(names):
+            return self._run_per_task(pixels, sample_tasks, names, semantic=semantic)
         centres = self.kmax_decoder(pixels, task=sample_tasks)            # each image under its own prompt
         final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings)
         runs = {}

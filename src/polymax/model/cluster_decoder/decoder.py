@@ -92,6 +92,11 @@ class KMaXDecoder(nn.Module):
         ids = prompt_ids(str(task)).to(high_res.device).expand(high_res.shape[0], -1)         # (B, 77)
         return self.task_queries(high_res, ids).queries
 
+    def batches_mixed_tasks(self, tasks: tuple[str, ...]) -> bool:
+        """True when images under any of ``tasks`` can share one pass (each under its own prompt): task-guided
+        centres of the shared group, no task embedding."""
+        return self.task_queries is not None and self.task_embedding is None and not set(tasks) & set(self.task_centres)
+
     def mixed_queries(self, tasks: tuple[str, ...], high_res: Tensor | None) -> Tensor:
         """(B, N, E) task-guided queries with image b under the prompt of ``tasks[b]`` (one module pass)."""
         if self.task_queries is None or self.task_embedding is not None or set(tasks) & set(self.task_centres):
