@@ -175,12 +175,8 @@ def supported_tasks(targets: Targets, tasks: Sequence[str], *, ignore_label: int
             values = getattr(targets, label.name, None)
             if values is None:
                 present &= False
-            elif label.name == "panoptic":
-                present &= (values.detach() // label_divisor != ignore_label).flatten(1).any(dim=1).cpu()
-            elif label.kind == "ids":
-                present &= (values.detach() != ignore_label).flatten(1).any(dim=1).cpu()
-            else:                              # 'scalar' / 'vector': 0 (all-zero) is invalid
-                present &= (values.detach() != 0).flatten(1).any(dim=1).cpu()
+            else:
+                present &= label.present(values, ignore_label=ignore_label, label_divisor=label_divisor)
         columns.append(present)
     return torch.stack(columns, dim=1)
 

@@ -49,6 +49,18 @@ class LabelField:
     name: str
     kind: str
 
+    def present(self, values: torch.Tensor, *, ignore_label: int, label_divisor: int) -> torch.Tensor:
+        """(B,) bool on the CPU: whether each image's ``values`` (B, ...) hold at least one valid label.
+        Collation fills a missing label with its invalid value, so an image without this label reads False."""
+        values = values.detach()
+        if self.name == "panoptic":        # class * label_divisor + instance: void is the class
+            valid = values // label_divisor != ignore_label
+        elif self.kind == "ids":
+            valid = values != ignore_label
+        else:                              # 'scalar' / 'vector': 0 (all-zero) is invalid
+            valid = values != 0
+        return valid.flatten(1).any(dim=1).cpu()
+
 
 @dataclass
 class Picture:

@@ -20,9 +20,9 @@ def test_the_prompts_are_the_fixtures_ids(oneformer):
     expected = golden(oneformer)["inputs/task_ids"]
     for row, task in enumerate(TASKS):
         assert prompt_ids(task).tolist() == expected[row].tolist()
-    assert set(TASK_PROMPT_IDS) == set(TASKS)
+    assert set(TASK_PROMPT_IDS) == {*TASKS, "depth", "normals"}
     with pytest.raises(ValueError, match="no OneFormer prompt"):
-        prompt_ids("depth")
+        prompt_ids("depth_tokens")
 
 
 def test_the_task_token_matches_the_reference(oneformer):
