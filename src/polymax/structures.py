@@ -11,6 +11,7 @@ h, w = the prediction's spatial size (stride 4, or 2 for the Cityscapes R50 / Ma
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -254,3 +255,35 @@ class NormalsResult(Result):
     """normals: (H, W, 3) float32 unit vectors (x, y, z)."""
 
     normals: np.ndarray | None = None
+
+
+@dataclass
+class MultiTaskResult:
+    """The answers of several tasks of one model for one image, from one forward pass (``task="all"`` or a tuple
+    of task names; the trunk ran once for all of them).
+
+    results: task name → that task's :class:`Result` (each at the image's original size), in the model's task
+        order. ``result["depth"]`` reads one; iterating yields the task names, as a mapping does.
+    """
+
+    results: dict[str, Result]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.results)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The image's original size (H, W), which every task's result shares."""
+        return next(iter(self.results.values())).size
+
+    def __getitem__(self, task: str) -> Result:
+        if task not in self.results:
+            raise KeyError(f"no result for task {task!r}; this result holds {list(self.results)}")
+        return self.results[task]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)

@@ -8,7 +8,11 @@
     result.depth                                               #   DepthResult
     result.normals                                             #   NormalsResult
 
-A model with several tasks runs the one named by ``task=`` (``--task`` on the command line).
+A model with several tasks runs the one named by ``task=`` (``--task`` on the command line). ``task="all"`` or a
+tuple of names (``predict(image, task=("depth", "normals"))``, or ``Predictor(model, task="all")`` as the default)
+gives a :class:`~polymax.structures.MultiTaskResult` (task → Result, in the model's task order) from ONE model call
+per batch: the backbone and pixel decoder run once for all the tasks (PyTorch models only; an exported graph holds
+one task).
 
 Geometry (the model's evaluation preprocessing, deeplab2's): with ``resize="fit"`` (default) the image is
 resized (bilinear, align_corners) so that it fits inside the model's geometry ``size`` (default: the preset's
@@ -32,9 +36,9 @@ full-size result maps (e.g. 4000 × 3000: int64 panoptic ids 96 MB, int32 classe
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 import torch
@@ -42,11 +46,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 from polymax.geometry import Geometry, padded_size, resize_bilinear
 from polymax.inference.images_io import load_rgb, to_rgb
 from polymax.inference.runner import Runner, TorchRunner
-from polymax.structures import Result, TaskOutput
+from polymax.structures import MultiTaskResult, Result, TaskOutput
 from polymax.tasks import get_task
 from polymax.tasks.base import output_slice, probabilities_at_input
 
@@ -54,6 +59,10 @@ from polymax.tasks.base import output_slice, probabilities_at_input
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
 PAD_VALUE = 127.5  # pixel value that the model's normalisation maps to 0
 MAX_SIZE = 2048    # longer side beyond which an image is shrunk (uint8) before anything else
+ALL_TASKS = "all"  # task= keyword: every task of the model
+# task= for several tasks at once: "all" or the names (a tuple or list).
+SeveralTasks = Literal["all"] | tuple[str, ...] | list[str]
+Answer = TypeVar("Answer", Result, MultiTaskResult)
 
 
 class Predictor:
@@ -62,7 +71,8 @@ class Predictor:
     Args:
         model: a polymax model (``nn.Module`` with ``.config``) or a :class:`~polymax.inference.runner.Runner`
             (e.g. ONNX).
-        task: the task to run (None = the model's only task; a one-line error listing the choices otherwise).
+        task: the task to run (None = the model's only task; a one-line error listing the choices otherwise);
+            "all" or a tuple of names: those tasks, one model call per batch, each image's answer a MultiTaskResult.
         device: cpu, cuda, cuda:N or auto (PyTorch models only).
         batch_size: images per forward pass in :meth:`predict_batch`.
         resize: 'fit' (into ``size``, default) or 'none' (the network sees the image's own size).
@@ -73,25 +83,35 @@ class Predictor:
         compile: run the PyTorch model through ``torch.compile``.
     """
 
-    def __init__(self, model: nn.Module | Runner, *, task: str | None = None, device: str | torch.device = "cpu",
+    def __init__(self, model: nn.Module | Runner, *, task: str | Sequence[str] | None = None,
+                 device: str | torch.device = "cpu",
                  batch_size: int = 1, resize: str = "fit", size: tuple[int, int] | None = None,
                  optimise: bool = True, max_size: int | None = MAX_SIZE, precision: str = "fp32",
                  compile: bool = False) -> None:
         if precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        several = _several(task)
+        one_task = task if isinstance(task, str) and not several else None
         if isinstance(model, nn.Module):
-            self.runner: Runner = TorchRunner(model, task=task, device=device, optimise=optimise,
+            config = getattr(model, "config", None)
+            if several and isinstance(config, ModelConfig):    # the runner's own task: the first one asked for
+                one_task = select_tasks(config, task)[0]
+            self.runner: Runner = TorchRunner(model, task=one_task, device=device, optimise=optimise,
                                               precision=precision, compile=compile)
         else:
             if precision != "fp32" or compile:
                 raise UserError("precision and compile apply to PyTorch models; an exported graph runs as exported")
             self.runner = model
-            if task is not None and task != model.task:
-                model.config.task(task)                 # a one-line error for a task the model lacks
-                raise UserError(f"this exported graph runs the {model.task} task, not {task!r}; export the "
-                                f"model again with --task {task}")
+            if several:
+                raise UserError(_one_task_per_graph(model.task))
+            if one_task is not None and one_task != model.task:
+                model.config.task(one_task)             # a one-line error for a task the model lacks
+                raise UserError(f"this exported graph runs the {model.task} task, not {one_task!r}; export the "
+                                f"model again with --task {one_task}")
         self.config = self.runner.config
         self.task = self.runner.task
+        # The tasks predict runs by default when several were asked for (None: the one task ``self.task``).
+        self.tasks: tuple[str, ...] | None = select_tasks(self.config, task) if several else None
         self._decode = get_task(self.task).build_decoder(self.config, self.config.task(self.task))
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
@@ -125,15 +145,23 @@ class Predictor:
         from polymax.export.onnx import OnnxRunner
         return cls(OnnxRunner(path), **options)
 
-    def predict(self, image: ImageInput, *, probabilities: bool = False, task: str | None = None) -> Result:
+    @overload
+    def predict(self, image: ImageInput, *, probabilities: bool = False, task: SeveralTasks) -> MultiTaskResult: ...
+    @overload
+    def predict(self, image: ImageInput, *, probabilities: bool = False, task: str | Sequence[str] | None = None
+                ) -> Result | MultiTaskResult: ...
+
+    def predict(self, image: ImageInput, *, probabilities: bool = False, task: str | Sequence[str] | None = None
+                ) -> Result | MultiTaskResult:
         """One image: a file path, PIL image, numpy array (H, W[, C]) or tensor (C, H, W), RGB 0..255 (see
         :mod:`polymax.inference.images_io` for the accepted formats). Batches go to :meth:`predict_batch`.
         ``task``: another task of the same model (e.g. a OneFormer model's 'semantic', 'instance' or 'panoptic');
-        default the predictor's own."""
+        "all" or a tuple of names for a :class:`MultiTaskResult` from one model call; default the predictor's own
+        task (or tasks)."""
         arrays = as_arrays(image)
         if len(arrays) != 1:
             raise UserError(f"predict takes one image, got a batch of {len(arrays)}; use predict_batch")
-        return self.for_task(task).predict_batch(arrays, probabilities=probabilities)[0]
+        return self.predict_batch(arrays, probabilities=probabilities, task=task)[0]
 
     def for_task(self, task: str | None) -> Predictor:
         """This predictor for ``task`` of the same model (itself for None or its own task)."""
@@ -147,23 +175,61 @@ class Predictor:
             self._by_task[task] = other
         return self._by_task[task]
 
-    def predict_batch(self, images: Sequence[ImageInput] | np.ndarray | Tensor, *, probabilities: bool = False
-                      ) -> list[Result]:
+    @overload
+    def predict_batch(self, images: Sequence[ImageInput] | np.ndarray | Tensor, *, probabilities: bool = False,
+                      task: SeveralTasks) -> list[MultiTaskResult]: ...
+    @overload
+    def predict_batch(self, images: Sequence[ImageInput] | np.ndarray | Tensor, *, probabilities: bool = False,
+                      task: str | Sequence[str] | None = None) -> list[Result] | list[MultiTaskResult]: ...
+
+    def predict_batch(self, images: Sequence[ImageInput] | np.ndarray | Tensor, *, probabilities: bool = False,
+                      task: str | Sequence[str] | None = None) -> list[Result] | list[MultiTaskResult]:
         """Results in input order; up to ``batch_size`` images of equal padded size per forward pass. ``images``:
-        a sequence of what :meth:`predict` takes, a (B, H, W, C) array or a (B, C, H, W) tensor."""
+        a sequence of what :meth:`predict` takes, a (B, H, W, C) array or a (B, C, H, W) tensor. ``task`` as in
+        :meth:`predict`: several tasks give one :class:`MultiTaskResult` per image, one model call per batch."""
         arrays = as_arrays(images)
+        chosen = self._selection(task)
+        if isinstance(chosen, str):
+            one = self.for_task(chosen)
+            return one._in_batches(arrays, lambda batch, plans: [
+                one._finish(raw, slot, plan, probabilities)
+                for raw in (one.runner(batch),) for slot, plan in enumerate(plans)])
+        predictors = {name: self.for_task(name) for name in chosen}
+        runner = self.runner
+        assert isinstance(runner, TorchRunner)      # _selection refused several tasks on an exported graph
+
+        def run_all(batch: Tensor, plans: list[Geometry]) -> list[MultiTaskResult]:
+            outputs = runner.run_tasks(batch, chosen)      # one model call: the trunk is shared by every task
+            return [MultiTaskResult({name: predictors[name]._finish(outputs[name], slot, plan, probabilities)
+                                     for name in chosen}) for slot, plan in enumerate(plans)]
+
+        return self._in_batches(arrays, run_all)
+
+    def _selection(self, task: str | Sequence[str] | None) -> str | tuple[str, ...]:
+        """What ``task=`` asks for: one task name, or the tuple of several in the model's order."""
+        if task is None:
+            return self.tasks if self.tasks is not None else self.task
+        if not _several(task):
+            return str(task)
+        if not isinstance(self.runner, TorchRunner):
+            raise UserError(_one_task_per_graph(self.task))
+        return select_tasks(self.config, task)
+
+    def _in_batches(self, arrays: list[np.ndarray],
+                    run: Callable[[Tensor, list[Geometry]], list[Answer]]) -> list[Answer]:
+        """``run`` (a batch, its images' geometries → one answer per image) on groups of up to ``batch_size``
+        images of equal padded size; the answers in input order."""
         plans = [self.geometry(array.shape[:2]) for array in arrays]
-        results: list[Result | None] = [None] * len(arrays)
+        answers: list[Answer | None] = [None] * len(arrays)
         pending = list(range(len(arrays)))
         while pending:
             network = plans[pending[0]].network
             group = [i for i in pending if plans[i].network == network][: self.batch_size]
             batch = torch.cat([self._prepare(arrays[i], plans[i]) for i in group])
-            raw = self.runner(batch)
-            for slot, index in enumerate(group):
-                results[index] = self._finish(raw, slot, plans[index], probabilities)
+            for index, answer in zip(group, run(batch, [plans[i] for i in group])):
+                answers[index] = answer
             pending = [i for i in pending if i not in group]
-        return [result for result in results if result is not None]
+        return [answer for answer in answers if answer is not None]
 
     def geometry(self, original: tuple[int, int]) -> Geometry:
         """Where an image of size ``original`` (H, W) goes inside the network's input."""
@@ -204,6 +270,28 @@ class Predictor:
             result.probabilities = probabilities_at_input(output, plan).cpu().numpy()
             result.clusters = get_task(self.task).cluster_captions(output, self.config)
         return result
+
+
+def _several(task: object) -> bool:
+    """True when ``task=`` asks for several tasks: "all", or a tuple / list of names (even of one)."""
+    return task == ALL_TASKS or isinstance(task, (tuple, list))
+
+
+def select_tasks(config: ModelConfig, task: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The tasks ``task`` ("all" or names) names, in the model's task order; a one-line error naming the model's
+    tasks for an unknown one."""
+    wanted = config.task_names if task == ALL_TASKS else tuple(dict.fromkeys([task] if isinstance(task, str)
+                                                                               else task or ()))
+    if not wanted:
+        raise UserError(f"no task named; choose from {list(config.task_names)} or 'all'")
+    for name in wanted:
+        config.task(name)       # the one-line error for a task the model lacks
+    return tuple(name for name in config.task_names if name in wanted)
+
+
+def _one_task_per_graph(task: str) -> str:
+    return (f"an exported graph runs one task ({task}), not several at once; predict with the PyTorch model "
+            "(--model DIR) for --task all, or export one graph per task (polymax export onnx --task NAME)")
 
 
 def as_arrays(images: object) -> list[np.ndarray]:

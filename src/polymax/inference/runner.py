@@ -1,7 +1,8 @@
 """What runs the network for the :class:`~polymax.inference.predictor.Predictor`: a PyTorch model
 (:class:`TorchRunner`) or an exported graph (``polymax.export.onnx.OnnxRunner``). Both take (B, 3, H, W) float RGB
 0..255 with H, W of the form 32k+1 and return the final :class:`~polymax.structures.TaskOutput` of one task at the
-model resolution of that padded input (the predictor takes each image's slice of it in float32).
+model resolution of that padded input (the predictor takes each image's slice of it in float32). A TorchRunner also
+runs several tasks in one model call (``run_tasks``); an exported graph holds one task only.
 """
 
 from __future__ import annotations
@@ -72,9 +73,14 @@ class TorchRunner:
         return other
 
     def __call__(self, images: Tensor) -> TaskOutput:
+        return self.run_tasks(images, (self.task,))[self.task]
+
+    def run_tasks(self, images: Tensor, tasks: tuple[str, ...]) -> dict[str, TaskOutput]:
+        """The final outputs of several tasks of the model from ONE model call: the backbone and pixel decoder run
+        once and each query group its decoder pass (``KMaX.forward`` with a tuple of tasks), in ``tasks``' order."""
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16,
                                                     enabled=self.autocast is not None):
-            final = self.model(images.to(self.device), task=self.task)[self.task].final
-        return final
+            output = self.model(images.to(self.device), task=tasks)
+        return {task: output[task].final for task in tasks}
 
 
