@@ -1,5 +1,6 @@
 """``polymax predict INPUT... --model DIR --out OUT [--task NAME]``: run a model on your images and write its
-outputs (one task per run; a model with several tasks needs ``--task``).
+outputs (a model with several tasks needs ``--task``). ``--task all`` (or ``--task a,b``) runs several tasks in one
+model call per batch and writes each task's files under ``OUT/<task>/``, named as a one-task run names them.
 
 INPUT may be image files, folders (searched recursively) and glob patterns (quote them). Each image is
 predicted at the model's evaluation geometry and mapped back to its own size; the files written per image are
@@ -21,7 +22,8 @@ NAME_panoptic.png (16-bit segment ids) + NAME_segments.json (COCO-panoptic segme
 NAME_instance.png (16-bit instance ids) + NAME_instances.json, NAME_instance_color.png, NAME_depth.png (16-bit
 millimetres), NAME_depth_color.png, NAME_normals.png (RGB = (n+1)/2) + NAME_normals_color.png (with the colour key),
 NAME_probabilities.png (--probabilities), NAME_TASK_overlay.png (--overlay); with --npy also
-NAME_depth.npy, NAME_normals.npy, NAME_probabilities.npy. Only the files of the task run are written.
+NAME_depth.npy, NAME_normals.npy, NAME_probabilities.npy. Only the files of the task run are written; with
+--task all (or a,b) each task's files go under OUT/TASK/ (one model call per batch for all the tasks).
 Grayscale images are repeated into RGB; the alpha channel of RGBA images is dropped."""
 
 
@@ -34,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "Hugging Face Hub repo id owner/name (the hub extra; cached for offline use)")
     source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx` (runs on CPU)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs (created)")
-    parser.add_argument("--task", metavar="NAME", help="the task to run (default: the model's only task)")
+    parser.add_argument("--task", metavar="NAME", help="the task to run (default: the model's only task); "
+                        "'all' or a comma-separated list (e.g. depth,normals): those tasks in one pass, files under "
+                        "OUT/TASK/")
     parser.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from polymax.inference.images_io import collect_inputs, load_rgb
     from polymax.inference.outputs import write_outputs
     from polymax.inference.predictor import Predictor
+    from polymax.structures import MultiTaskResult
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     found = collect_inputs(args.inputs, out_dir=args.out)
     if not found.images:
         raise UserError("no images to predict: " + "; ".join(found.problems))
-    options = {"task": args.task, "batch_size": args.batch_size, "resize": args.resize,
+    options = {"task": task_choice(args.task), "batch_size": args.batch_size, "resize": args.resize,
                "size": tuple(args.size) if args.size else None, "max_size": args.max_size or None}
     if args.onnx:
         if args.device not in ("auto", "cpu"):
@@ -109,9 +114,13 @@ def run(args: argparse.Namespace) -> int:
             continue
         results = predictor.predict_batch(arrays, probabilities=args.probabilities)
         for item, array, result in zip(chunk, arrays, results):
+            # Several tasks: each task's files in OUT/<task>/, under the names a one-task run gives them.
+            answers = ([(answer, out_dir / task) for task, answer in result.results.items()]
+                       if isinstance(result, MultiTaskResult) else [(result, out_dir)])
             try:
-                write_outputs(result, config=predictor.config, out_dir=out_dir, name=item.name,
-                              source=str(item.path), npy=args.npy, image=array if args.overlay else None)
+                for answer, folder in answers:
+                    write_outputs(answer, config=predictor.config, out_dir=folder, name=item.name,
+                                  source=str(item.path), npy=args.npy, image=array if args.overlay else None)
                 succeeded += 1
             except UserError as error:
                 failures.append(f"{item.path}: {error}")
@@ -127,3 +136,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def task_choice(option: str | None) -> str | tuple[str, ...] | None:
+    """``--task``: None, one name, "all", or a comma-separated list → a tuple (the Predictor checks the names)."""
+    if option is None or "," not in option:
+        return option
+    return tuple(name.strip() for name in option.split(",") if name.strip())
