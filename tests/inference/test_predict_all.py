@@ -53,6 +53,17 @@ def test_all_tasks_equal_the_single_task_results(model, images):
             _assert_same(answer[task], single)
 
 
+def test_oneformer_tasks_share_one_call_too(images):
+    torch.manual_seed(0)
+    model = build_model("oneformer_kmax_tiny_synth").eval()      # task-guided centres: one decoder pass per task
+    predictor = Predictor(model, task="all", resize="none", batch_size=3)
+    together = predictor.predict_batch(images)
+    assert together[0].tasks == ("panoptic", "semantic", "instance")
+    for task in together[0]:
+        for answer, single in zip(together, predictor.predict_batch(images, task=task)):
+            _assert_same(answer[task], single)
+
+
 def test_one_model_call_per_batch(model, images):
     calls: list[object] = []
     handle = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs.get("task")),

@@ -191,9 +191,12 @@ class Predictor:
         chosen = self._selection(task)
         if isinstance(chosen, str):
             one = self.for_task(chosen)
-            return one._in_batches(arrays, lambda batch, plans: [
-                one._finish(raw, slot, plan, probabilities)
-                for raw in (one.runner(batch),) for slot, plan in enumerate(plans)])
+
+            def run_one(batch: Tensor, plans: list[Geometry]) -> list[Result]:
+                raw = one.runner(batch)
+                return [one._finish(raw, slot, plan, probabilities) for slot, plan in enumerate(plans)]
+
+            return one._in_batches(arrays, run_one)
         predictors = {name: self.for_task(name) for name in chosen}
         runner = self.runner
         assert isinstance(runner, TorchRunner)      # _selection refused several tasks on an exported graph
