@@ -40,3 +40,19 @@ def test_aux_semantic_covers_the_segmentation_tasks_and_a_task_path_wins():
 def test_an_override_for_a_task_the_preset_lacks_is_a_user_error():
     with pytest.raises(UserError, match="no task 'depth'"):
         build_training_model(_config("model.tasks.depth.max_depth=20"))
+
+
+def test_only_tasks_trains_a_subset_of_the_presets_tasks():
+    from polymax.config.train import load_config
+    from polymax.engine.assemble import build_training_model
+
+    def build(*names):
+        return build_training_model(load_config(None, overrides=[
+            "model.preset=polymax_multitask_tiny_synth", f"model.only_tasks=[{','.join(names)}]"]))
+
+    model = build("normals", "depth")
+    assert model.tasks == ("depth", "normals")                           # the preset's order
+    assert model.kmax_decoder.query_groups == ("depth", "normals")       # no shared group left unused
+    assert build("instance").kmax_decoder.query_groups == ("shared",)
+    with pytest.raises(UserError, match="teleport"):
+        build("depth", "teleport")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from polymax.build import build_model
+from polymax.build import build_model, resolve_config
 from polymax.data import build_dataset
 from polymax.structures import DepthResult, TaskOutput
 from polymax.tasks import TASKS
@@ -81,8 +81,22 @@ def test_trivial_metrics_are_the_tasks_own_metrics(rooms, configs):
     assert {"abs_rel", "rms", "delta1"} <= set(depth) and depth["rms"] > 0
     panoptic = trivial_baseline_metrics(configs["panoptic"], val, train, "panoptic")
     assert {"pq", "miou"} <= set(panoptic) and not any(key.startswith("iou_") for key in panoptic)
-    with pytest.raises(NotImplementedError, match="instance"):
-        TASKS["instance"].trivial_result(configs["panoptic"], configs["panoptic"].task(), train)
+
+
+
+def test_instance_baseline_is_one_instance_of_the_most_frequent_thing_class(rooms, configs):
+    train, val = rooms
+    config = resolve_config("polymax_multitask_tiny_synth")
+    info = config.dataset
+    result = TASKS["instance"].trivial_result(config, config.task("instance"), train)(val[0])
+    counts = torch.bincount(torch.cat([s.semantic.flatten() for s in train]), minlength=256)[:info.num_classes]
+    things = list(info.thing_classes)
+    expected = max(things, key=lambda c: int(counts[c]))
+    (segment,) = result.segments
+    assert segment.category == expected and segment.is_thing and segment.area == SIZE * SIZE
+    assert (result.panoptic == expected * info.label_divisor + 1).all()
+    metrics = trivial_baseline_metrics(config, val, train, "instance")
+    assert 0.0 <= metrics["ap"] < 0.05
 
 
 def test_depth_prediction_is_drawn_on_the_truths_scale(rooms, configs):

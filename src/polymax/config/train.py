@@ -41,7 +41,9 @@ class ModelOptions:
     init_depth_range: when ``init``'s depth head was trained for another depth range (Taskonomy 128 m → NYUD-v2
     10 m): 'rescale' (the preset's range; the same weights then scale every bin, which is printed) or 'keep'
     (the model takes the source's range, so each bin keeps its metres; evaluation still caps at the data's
-    range). An explicit ``model.tasks.depth.max_depth`` wins over 'keep'."""
+    range). An explicit ``model.tasks.depth.max_depth`` wins over 'keep'.
+    only_tasks: the preset's tasks to train, a subset in any order (None = all of them), e.g. ``[depth, normals]``
+    of a model for every dense task; the model is built with those tasks' heads only."""
 
     preset: str = "polymax_tiny_synth_panoptic"
     init: str | None = None
@@ -52,6 +54,7 @@ class ModelOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     backbone_init: str | None = None
     init_depth_range: str = "rescale"
+    only_tasks: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Keys normalised to dots and values typed as the ModelConfig field (YAML lists → tuples, 20 → 20.0),

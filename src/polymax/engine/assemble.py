@@ -44,7 +44,7 @@ def model_overrides(config: TrainConfig) -> dict[str, Any]:
 
     options = config.model
     preset = resolve_config(options.preset, **options.overrides)   # unknown paths / tasks fail here
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = task_subset(options.preset, options.only_tasks)
     if options.backbone_drop_path_keep is not None:
         overrides["backbone.drop_path_keep"] = options.backbone_drop_path_keep
     if options.decoder_drop_path_keep is not None:
@@ -68,6 +68,26 @@ def model_overrides(config: TrainConfig) -> dict[str, Any]:
     for key, value in options.overrides.items():
         overrides.pop(key, None)          # re-inserted last: the explicit setting wins and applies after
         overrides[key] = value
+    return overrides
+
+
+def task_subset(preset_name: str, names: tuple[str, ...] | None) -> dict[str, Any]:
+    """``build_model`` overrides that keep the tasks ``names`` of the preset (in the preset's order); the shared
+    query group goes too when no kept task reads it (no unused parameters)."""
+    from polymax.build import resolve_config
+
+    if names is None:
+        return {}
+    preset = resolve_config(preset_name)
+    unknown = [name for name in names if name not in preset.task_names]
+    if unknown or not names:
+        raise UserError(f"model.only_tasks: {', '.join(unknown) or '(empty)'} not among the tasks of "
+                        f"{preset_name} ({', '.join(preset.task_names)})")
+    kept = tuple(task for task in preset.tasks if task.name in names)
+    overrides: dict[str, Any] = {"tasks": kept}
+    if all(task.num_queries > 0 for task in kept) and preset.kmax_decoder.num_queries > 0:
+        overrides["kmax_decoder.num_queries"] = 0
+        overrides["kmax_decoder.task_queries"] = "learned"   # no shared group left to guide
     return overrides
 
 

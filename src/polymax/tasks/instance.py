@@ -6,6 +6,7 @@ losses on panoptic labels); evaluates COCO mask AP with pycocotools (the ``coco`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,8 +16,8 @@ from torch import Tensor, nn
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.geometry import Geometry, resize_to_input
 from polymax.metrics import InstanceMetrics
-from polymax.structures import SegmentationOutput, SegmentationResult, Targets
-from polymax.tasks.base import LabelField, Picture, Saver, Task
+from polymax.structures import SegmentationOutput, SegmentationResult, SegmentInfo, Targets
+from polymax.tasks.base import LabelField, Picture, Saver
 from polymax.tasks.keys import with_key
 from polymax.tasks.panoptic import (
     PanopticDecoder,
@@ -47,7 +48,25 @@ class InstanceTask(PanopticTask):
 
     name = "instance"
     labels = (LabelField("panoptic", "ids"),)
-    trivial_result = Task.trivial_result          # the demo has no instance baseline (yet)
+
+    def trivial_result(self, config: ModelConfig, task: TaskConfig,
+                       train: Sequence[Sample]) -> Callable[[Sample], SegmentationResult]:
+        """The training samples' most frequent thing class as one instance covering the image, score 1."""
+        info = config.dataset
+        counts = torch.bincount(torch.cat([sample.semantic.flatten() for sample in train]),
+                                minlength=info.num_classes)[:info.num_classes]
+        things = torch.as_tensor(info.thing_classes, dtype=torch.int64)
+        category = int(things[counts[things].argmax()])
+        panoptic_id = category * info.label_divisor + 1
+
+        def predict(sample: Sample) -> SegmentationResult:
+            height, width = size = tuple(sample.image.shape[-2:])
+            segment = SegmentInfo(id=1, panoptic_id=panoptic_id, category=category,
+                                  category_name=info.class_names[category], is_thing=True,
+                                  area=height * width, bbox=(0, 0, width, height), score=1.0)
+            return SegmentationResult(task=self.name, size=size, panoptic=np.full(size, panoptic_id, dtype=np.int64),
+                                      segments=[segment])
+        return predict
 
     def mask_classes(self, panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[int]:
         """Thing segments only (stuff is not a target)."""

@@ -1,18 +1,24 @@
-"""`polymax demo`: train small PolyMaX models on the built-in synthetic rooms, evaluate them on held-out
-rooms against trivial baselines, and show what each cluster learned.
+"""`polymax demo`: train ONE small PolyMaX model for every dense task on the built-in synthetic rooms, evaluate it
+on held-out rooms against trivial baselines, and show what it answers and what each cluster learned.
 
-For each task (semantic, depth, normals, and kMaX panoptic) the demo
+The model is ``polymax_multitask_tiny_synth``: one trunk, one kMaX decoder, and per task the query group and
+head PolyMaX gives it (panoptic and instance share OneFormer's task-guided group; semantic K = C, 16 depth bins,
+8 normal clusters). The demo
 
-1. trains ``polymax_tiny_synth_<task>`` with the regular training engine (checkpoints in
-   ``OUT/runs/<mode>/<task>/``; re-running the demo after an interruption continues from them), then
-   re-estimates the BatchNorm statistics on training rooms (:mod:`polymax.engine.precise_bn`: a short run
-   leaves BN's slow running averages behind the weights),
-2. evaluates it on held-out validation rooms with the project's metrics,
-3. computes the same metrics for a trivial baseline fitted on training rooms — the mean training depth
-   per pixel, the most frequent normal, the majority class,
-4. writes ``OUT/<task>.png`` (input, ground truth, prediction, and the per-cluster probability maps with
-   each cluster's value, as in the PolyMaX paper's Fig. 8) and ``OUT/models/<task>/`` (a model directory
-   that ``polymax predict --model`` reads).
+1. trains it with the regular training engine on every task at once (each room has all five kinds of labels;
+   checkpoints in ``OUT/runs/<mode>/joint/``: re-running the demo after an interruption continues from them),
+   then re-estimates the BatchNorm statistics on training rooms (:mod:`polymax.engine.precise_bn`: a short run
+   leaves BN's slow running averages behind the weights), each query group its own,
+2. evaluates every task on held-out validation rooms with the project's metrics,
+3. computes the same metrics for a trivial baseline fitted on training rooms — the mean training depth per
+   pixel, the most frequent normal, the majority class (one segment, or one instance of the most frequent
+   thing class),
+4. writes ``OUT/demo.png`` (one held-out room: the five ground truths above the five answers of the one model,
+   then each task's per-cluster probability maps with each cluster's value, as in the PolyMaX paper's Fig. 8),
+   ``OUT/<task>.png`` (three rooms per task with keys) and ``OUT/model/`` (a model directory that
+   ``polymax predict --model OUT/model --task all`` reads),
+5. with ``compare``, also trains one single-task model per task (the same preset cut to that task, the same
+   steps) and reports its figures beside the joint model's (``OUT/runs/<mode>/single_<task>/``).
 
 ``OUT/metrics.json`` is written last and atomically: if it exists, the run that wrote it finished.
 
@@ -27,7 +33,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,10 +51,12 @@ if TYPE_CHECKING:
     from polymax.data.sample import Sample
     from polymax.structures import TaskOutput
 
-TASKS = ("semantic", "depth", "normals", "panoptic")
-# The headline metric of each task and whether higher is better (used for the summary and the checks).
+PRESET = "polymax_multitask_tiny_synth"
+TASKS = ("panoptic", "semantic", "instance", "depth", "normals")        # the preset's task order
+# The headline metrics of each task and whether higher is better (used for the summary and the checks).
 HEADLINE = {"semantic": (("miou", True),), "depth": (("abs_rel", False), ("rms", False)),
-            "normals": (("mean", False),), "panoptic": (("pq", True), ("miou", True))}
+            "normals": (("mean", False), ("within_11_25", True)),
+            "panoptic": (("pq", True), ("pq_things", True), ("miou", True)), "instance": (("ap", True),)}
 
 
 class DemoInterrupted(UserError):
@@ -57,11 +65,12 @@ class DemoInterrupted(UserError):
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """size: square training / evaluation resolution (32k+1); steps / batch_size / lr: training;
-    eval_samples: held-out rooms per task; baseline_samples: training rooms the trivial baselines see."""
+    """size: square training / evaluation resolution (32k+1); steps / batch_size / lr: training of the one model
+    (and of each single-task model with ``compare``); eval_samples: held-out rooms; baseline_samples: training
+    rooms the trivial baselines see."""
 
     size: int
-    steps: dict[str, int]
+    steps: int
     batch_size: int
     lr: float
     warmup_steps: int
@@ -70,64 +79,75 @@ class DemoSettings:
     picture_samples: int = 3
 
 
-# Step counts per task follow what each task needs to clearly beat its trivial baseline (measured on a
-# 2-core CPU): panoptic (Hungarian matching, confident masks for mask-wise merging) and depth (the per-pixel
-# mean depth of similar rooms is a strong constant) need the most.
-QUICK = DemoSettings(size=65, steps={"semantic": 100, "depth": 300, "normals": 100, "panoptic": 500},
-                     batch_size=8, lr=2e-3, warmup_steps=20, eval_samples=32)
-FULL = DemoSettings(size=65, steps={"semantic": 400, "depth": 800, "normals": 400, "panoptic": 1200},
-                    batch_size=8, lr=1e-3, warmup_steps=50, eval_samples=100)
+QUICK = DemoSettings(size=65, steps=300, batch_size=8, lr=2e-3, warmup_steps=20, eval_samples=32)
+FULL = DemoSettings(size=65, steps=1200, batch_size=8, lr=1e-3, warmup_steps=50, eval_samples=100)
 
 
 @dataclass
 class TaskReport:
+    """One task of the demo's model: its held-out metrics, the trivial baseline's, and (``compare``) those of the
+    single-task model trained alone for as many steps."""
+
     task: str
     model: dict[str, float]
     trivial: dict[str, float]
     picture: Path
     model_dir: Path
     seconds: float
+    single: dict[str, float] | None = field(default=None)
 
 
 def run_demo(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...] = TASKS, mode: str = "quick",
-             progress: bool = True, seed: int = 0) -> list[TaskReport]:
-    """Train, evaluate and picture every task in ``tasks``; returns one report per task."""
+             progress: bool = True, seed: int = 0, compare: bool = False) -> list[TaskReport]:
+    """Train one model for ``tasks``, evaluate and picture each task; returns one report per task."""
     unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise UserError(f"unknown demo task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    if unknown or not tasks:
+        raise UserError(f"unknown demo task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+    tasks = tuple(t for t in TASKS if t in tasks)
     _check_writable(out_dir)
-    reports = []
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        _run_tasks(out_dir, settings=settings, tasks=tasks, mode=mode, progress=progress, seed=seed, reports=reports)
+        reports = _run(out_dir, settings=settings, tasks=tasks, mode=mode, progress=progress, seed=seed,
+                       compare=compare)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
     _write_metrics(out_dir / "metrics.json", reports)
     return reports
 
 
-def _run_tasks(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...], mode: str, progress: bool,
-               seed: int, reports: list[TaskReport]) -> None:
+def _run(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...], mode: str, progress: bool, seed: int,
+         compare: bool) -> list[TaskReport]:
+    started = time.perf_counter()
+    _say(f"[demo] training one {PRESET} model for {', '.join(tasks)}: {settings.steps} steps at "
+         f"{settings.size}x{settings.size}")
+    model = _train(tasks, out_dir / "runs" / mode / "joint", settings=settings, progress=progress, seed=seed)
+    model_dir = out_dir / "model"
+    save_pretrained(model, model_dir)
+    _say(f"[demo] trained in {time.perf_counter() - started:.0f} s; evaluating on held-out rooms")
+    val = _synth("val", settings.size, settings.eval_samples)
+    train_rooms = _synth("train", settings.size, settings.baseline_samples)
+    reports = []
     for task in tasks:
-        started = time.perf_counter()
-        _say(f"[{task}] training polymax_tiny_synth_{task} for {settings.steps[task]} steps "
-             f"at {settings.size}x{settings.size}")
-        model = _train(task, out_dir / "runs" / mode / task, settings=settings, progress=progress, seed=seed)
-        model_dir = out_dir / "models" / task
-        save_pretrained(model, model_dir)
-        val = _synth("val", settings.size, settings.eval_samples)
-        model_metrics = _evaluate(model, val, task)
-        trivial_metrics = trivial_baseline_metrics(model.config, val, _synth("train", settings.size,
-                                                                            settings.baseline_samples), task)
+        begun = time.perf_counter()
         picture = out_dir / f"{task}.png"
         _atomic_save_image(task_picture(model, val, count=settings.picture_samples, task=task), picture)
-        reports.append(TaskReport(task=task, model=model_metrics, trivial=trivial_metrics, picture=picture,
-                                  model_dir=model_dir, seconds=time.perf_counter() - started))
+        reports.append(TaskReport(task=task, model=_evaluate(model, val, task),
+                                  trivial=trivial_baseline_metrics(model.config, val, train_rooms, task),
+                                  picture=picture, model_dir=model_dir, seconds=time.perf_counter() - begun))
         _say(f"[{task}] " + _headline_line(reports[-1]))
+    _atomic_save_image(overview_picture(model, val[0]), out_dir / "demo.png")
+    if compare:
+        for report in reports:
+            _say(f"[compare] training a {report.task}-only model for {settings.steps} steps")
+            single = _train((report.task,), out_dir / "runs" / mode / f"single_{report.task}", settings=settings,
+                            progress=progress, seed=seed)
+            report.single = _evaluate(single, val, report.task)
+            _say(f"[compare] {report.task}-only: " + _headline_line(report, report.single))
+    return reports
 
 
-def _train(task: str, run_dir: Path, *, settings: DemoSettings, progress: bool, seed: int):
+def _train(tasks: tuple[str, ...], run_dir: Path, *, settings: DemoSettings, progress: bool, seed: int):
     """Train with the regular engine; an earlier (interrupted or finished) run in ``run_dir`` is resumed."""
     from polymax.config.train import load_config
     from polymax.engine.assemble import build_collate, build_train_set, build_training_model
@@ -137,12 +157,13 @@ def _train(task: str, run_dir: Path, *, settings: DemoSettings, progress: bool, 
     from polymax.io.pretrained import load_model
 
     size = settings.size
+    subset = [] if tasks == TASKS else [f"model.only_tasks=[{','.join(tasks)}]"]
     config = load_config(None, overrides=[
-        f"model.preset=polymax_tiny_synth_{task}", f"data.crop_size=[{size},{size}]", "data.workers=0",
-        f"data.batch_size={settings.batch_size}", f"steps={settings.steps[task]}", f"optim.lr={settings.lr}",
+        f"model.preset={PRESET}", *subset, f"data.crop_size=[{size},{size}]", "data.workers=0",
+        f"data.batch_size={settings.batch_size}", f"steps={settings.steps}", f"optim.lr={settings.lr}",
         f"optim.warmup_steps={settings.warmup_steps}", "augment.min_scale=0.75", "augment.max_scale=1.25",
         "augment.copy_paste=false", "augment.autoaugment_magnitude=0.5", "loss.inst_disc_samples=1024",
-        f"checkpoint_every={max(settings.steps[task] // 4, 1)}", "log_every=10", f"seed={seed}",
+        f"checkpoint_every={max(settings.steps // 4, 1)}", "log_every=10", f"seed={seed}",
         f"progress={str(progress).lower()}", "tensorboard=false", f"out_dir={run_dir}", "device=cpu"])
     resume = (run_dir / "last").is_dir()
     model = build_training_model(config)
@@ -150,14 +171,15 @@ def _train(task: str, run_dir: Path, *, settings: DemoSettings, progress: bool, 
                  train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
                  resume=resume)
     if result.interrupted is not None:  # Ctrl-C / SIGTERM: the engine saved a checkpoint; stop the demo here
-        raise DemoInterrupted(f"interrupted while training {task}; the checkpoint in {run_dir / 'last'} is kept — "
+        raise DemoInterrupted(f"interrupted while training; the checkpoint in {run_dir / 'last'} is kept — "
                               "run the same command again to continue")
     model = load_model(run_dir / "last")
-    # A short run leaves BN's slow running statistics (momentum 0.01) behind the weights: re-estimate them.
+    # A short run leaves BN's slow running statistics (momentum 0.01) behind the weights: re-estimate them, every
+    # task's pass (each query group keeps its own statistics).
     rooms = _synth("train", size, settings.batch_size * 8)
     images = (torch.stack([rooms[i].image for i in range(start, start + settings.batch_size)]).float()
               for start in range(0, len(rooms), settings.batch_size))
-    recalibrate_batch_norm(model, images)
+    recalibrate_batch_norm(model, images, task=model.config.task_names)
     return model
 
 
@@ -168,7 +190,7 @@ def _synth(split: str, size: int, count: int):
 
 def _evaluate(model, dataset, task: str) -> dict[str, float]:
     from polymax.inference.evaluate import evaluate
-    return evaluate(model, dataset=dataset, task=task, batch_size=1)
+    return evaluate(model, dataset=dataset, task=task, batch_size=8)
 
 
 # --------------------------------------------------------------------------------------------- baselines
@@ -238,21 +260,60 @@ def _final_output(model: nn.Module, sample: Sample, task: str) -> TaskOutput:
     return model(sample.image[None].float(), task=task)[task].final
 
 
+def overview_picture(model: nn.Module, sample: Sample) -> Image.Image:
+    """One PIL image for one held-out room: the input and each task's ground truth above the one model's answer
+    to every task (one model call, ``task="all"``), then each task's per-cluster probability maps captioned
+    with the cluster's value."""
+    from PIL import Image
+
+    from polymax.inference.predictor import Predictor
+    from polymax.tasks import get_task, visualize
+
+    config = model.config
+    image = sample.image.permute(1, 2, 0).numpy()                                         # (H, W, 3) uint8
+    answers = Predictor(model, task="all", resize="none").predict(image, probabilities=True)
+    truths, predictions = [("input", image)], [("", np.full_like(image, 255))]
+    for task in answers:
+        definition = get_task(task)
+        truth = definition.ground_truth_result(sample, config)
+        truths.append((f"{task}: truth", definition.picture_map(truth, config)))
+        predictions.append((f"{task}: one model", definition.picture_map(answers[task], config, reference=truth)))
+    parts = [visualize.panel(truths + predictions, columns=len(truths), tile_height=130,
+                             title=f"{config.preset}: one model, every task, a held-out room")]
+    for task in answers:
+        captions = get_task(task).cluster_captions(_final_output(model, sample, task), config)
+        parts.append(visualize.cluster_panel(answers[task].probabilities, captions, tile_height=60, columns=16,
+                                             title=f"{task}: per-cluster probability maps P = softmax_K(mask logits)"))
+    canvas = Image.new("RGB", (max(p.width for p in parts), sum(p.height for p in parts)), (255, 255, 255))
+    top = 0
+    for part in parts:
+        canvas.paste(part, (0, top))
+        top += part.height
+    return canvas
+
+
 # --------------------------------------------------------------------------------------------- reporting
-def _headline_line(report: TaskReport) -> str:
-    parts = [f"{name} {report.model.get(name, float('nan')):.3f} (trivial {report.trivial.get(name, float('nan')):.3f})"
-             for name, _ in HEADLINE[report.task]]
-    return ", ".join(parts) + f" — {report.seconds:.0f} s"
+def _headline_line(report: TaskReport, metrics: dict[str, float] | None = None) -> str:
+    metrics = report.model if metrics is None else metrics
+    nan = float("nan")
+    return ", ".join(f"{name} {metrics.get(name, nan):.3f} (trivial {report.trivial.get(name, nan):.3f})"
+                     for name, _ in HEADLINE[report.task])
 
 
 def summary_table(reports: list[TaskReport]) -> str:
-    """The terminal summary: task, metric, model, trivial baseline, and whether the model is better."""
-    lines = [f"{'task':10}{'metric':10}{'model':>10}{'trivial':>10}  better"]
+    """The terminal summary: task, metric, the one model, the trivial baseline, whether the model is better, and
+    (with ``compare``) the single-task model."""
+    single = any(r.single is not None for r in reports)
+    header = f"{'task':10}{'metric':14}{'model':>10}{'trivial':>10}  better"
+    lines = [header + (f"{'single-task':>14}" if single else "")]
     for report in reports:
         for name, higher in HEADLINE[report.task]:
             model, trivial = report.model.get(name, float("nan")), report.trivial.get(name, float("nan"))
             better = model > trivial if higher else model < trivial
-            lines.append(f"{report.task:10}{name:10}{model:10.3f}{trivial:10.3f}  {'yes' if better else 'NO'}")
+            line = f"{report.task:10}{name:14}{model:10.3f}{trivial:10.3f}  {'yes' if better else 'NO ':6}"
+            if report.single is not None:
+                line += f"{report.single.get(name, float('nan')):12.3f}"
+            lines.append(line.rstrip())
     return "\n".join(lines)
 
 
@@ -266,7 +327,11 @@ def beats_trivial(report: TaskReport) -> bool:
 
 
 def _write_metrics(path: Path, reports: list[TaskReport]) -> None:
-    content = {r.task: {"model": _finite(r.model), "trivial": _finite(r.trivial)} for r in reports}
+    content = {}
+    for r in reports:
+        content[r.task] = {"model": _finite(r.model), "trivial": _finite(r.trivial)}
+        if r.single is not None:
+            content[r.task]["single"] = _finite(r.single)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n"))
 
 
@@ -292,11 +357,10 @@ def _say(message: str) -> None:
 
 
 def settings_for(*, quick: bool, steps_scale: float = 1.0, size: int | None = None) -> DemoSettings:
-    """QUICK or FULL, with the step counts scaled (for shorter test runs) and an optional size."""
+    """QUICK or FULL, with the step count scaled (for shorter test runs) and an optional size."""
     base = QUICK if quick else FULL
     if steps_scale <= 0:
         raise UserError(f"--steps-scale must be positive, got {steps_scale}")
     if size is not None and (size < 33 or size > 513 or (size - 1) % 32):
         raise UserError(f"--size must be of the form 32k+1 between 33 and 513 (e.g. 65, 97, 129), got {size}")
-    steps = {task: max(1, round(n * steps_scale)) for task, n in base.steps.items()}
-    return replace(base, steps=steps, size=size or base.size)
+    return replace(base, steps=max(1, round(base.steps * steps_scale)), size=size or base.size)
