@@ -94,3 +94,32 @@ def test_loading_state_keeps_the_current_hyper_parameters():
     load_optimizer_state(new, old.state_dict())
     assert sorted(g["base_lr"] for g in new.param_groups) == pytest.approx([0.05, 0.05, 0.5, 0.5])
     assert all(new.state[p]["step"] == 1 for p in model.parameters())
+
+
+def test_the_multi_tensor_step_equals_a_loop_over_parameters():
+    """Bit for bit, also when some parameters miss steps (no gradient) and so run at another step count."""
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(shape)) for shape in ((3, 4), (7,), (2, 2, 2))]
+    twins = [nn.Parameter(p.detach().clone()) for p in params]
+    optimizer = KerasAdamW(params, lr=0.01, eps=1e-7, weight_decay=0.05)
+    state = {id(t): (torch.zeros_like(t), torch.zeros_like(t), 0) for t in twins}
+    for step in range(4):
+        for index, (param, twin) in enumerate(zip(params, twins)):
+            skip = index == 1 and step == 1
+            grad = None if skip else torch.randn_like(param)
+            param.grad = twin.grad = grad
+        optimizer.step()
+        with torch.no_grad():
+            for twin in twins:                               # the per-parameter formula of the class docstring
+                if twin.grad is None:
+                    continue
+                m, v, t = state[id(twin)]
+                t += 1
+                twin.add_(twin, alpha=-0.01 * 0.05)
+                m.lerp_(twin.grad, 0.1)
+                v.mul_(0.999).addcmul_(twin.grad, twin.grad, value=0.001)
+                twin.addcdiv_(m, v.sqrt().add_(1e-7), value=-0.01 * math.sqrt(1 - 0.999**t) / (1 - 0.9**t))
+                state[id(twin)] = (m, v, t)
+    for param, twin in zip(params, twins):
+        assert torch.equal(param, twin)
+    assert optimizer.state[params[1]]["step"] == 3 and optimizer.state[params[0]]["step"] == 4

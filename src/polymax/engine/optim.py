@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 # Modules whose `weight` is a kernel (decayed). Norm layers also call their scale `weight`; they are not here.
 _KERNEL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear, nn.Bilinear)
@@ -89,6 +89,10 @@ class KerasAdamW(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            # Parameters of one step count update together with multi-tensor (_foreach) kernels: the same
+            # per-element arithmetic as a loop over parameters, without a Python round per tensor. (Counts differ
+            # only for parameters that missed steps, e.g. a task's head when no image drew that task.)
+            by_step: dict[int, list[Tensor]] = {}
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -98,15 +102,20 @@ class KerasAdamW(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                 state["step"] += 1
-                t = state["step"]
-                grad = param.grad
+                by_step.setdefault(state["step"], []).append(param)
+            for t, params in by_step.items():
+                grads = [param.grad for param in params]
+                exp_avg = [self.state[param]["exp_avg"] for param in params]
+                exp_avg_sq = [self.state[param]["exp_avg_sq"] for param in params]
                 if decay != 0.0:
-                    param.add_(param, alpha=-lr * decay)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                    torch._foreach_add_(params, params, alpha=-lr * decay)
+                torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
+                torch._foreach_mul_(exp_avg_sq, beta2)
+                torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
+                denominator = torch._foreach_sqrt(exp_avg_sq)
+                torch._foreach_add_(denominator, eps)
                 step_size = lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-                param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(eps), value=-step_size)
+                torch._foreach_addcdiv_(params, exp_avg, denominator, value=-step_size)
         return loss
 
 

@@ -79,8 +79,10 @@ class DemoSettings:
     picture_samples: int = 3
 
 
-QUICK = DemoSettings(size=65, steps=300, batch_size=8, lr=2e-3, warmup_steps=20, eval_samples=32)
-FULL = DemoSettings(size=65, steps=1200, batch_size=8, lr=1e-3, warmup_steps=50, eval_samples=100)
+# A high learning rate: at 300 steps lr 8e-3 finds the rooms' objects where 2e-3 has not started (the panoptic
+# model alone: PQ 0.35 vs 0.03; measured on the synthetic rooms, docs/multitask.md).
+QUICK = DemoSettings(size=65, steps=300, batch_size=8, lr=8e-3, warmup_steps=20, eval_samples=32)
+FULL = DemoSettings(size=65, steps=1200, batch_size=8, lr=8e-3, warmup_steps=50, eval_samples=100)
 
 
 @dataclass
