@@ -18,6 +18,7 @@ from polymax.engine.assemble import build_collate
 from polymax.engine.objective import build_objective
 from polymax.engine.sampler import SeededDataset
 from polymax.engine.train import fit
+from polymax.errors import UserError
 
 DEPTH = TaskConfig(name="depth", aux_semantic="none", min_depth=SYNTH_MIN_DEPTH, max_depth=SYNTH_MAX_DEPTH)
 
@@ -53,6 +54,22 @@ def test_several_tasks_are_prefixed_and_summed():
     terms.total.backward()
     for task in model.tasks:       # both heads learn from the summed loss
         assert any(p.grad is not None and p.grad.any() for p in model.heads[task].parameters()), task
+
+
+def test_task_weights_scale_each_tasks_terms():
+    model = _two_task_model()
+    images, targets = synthetic_batch(2, (33, 33))
+    output = model(images, task=model.tasks)
+    plain = build_objective(model.config, TrainConfig())(output, targets)
+    weighted = build_objective(model.config, TrainConfig.from_dict({"loss": {"task_weights": {"depth": 2.5}}}))(
+        output, targets)
+    for name in plain.names():
+        factor = 2.5 if name.startswith("depth/") else 1.0
+        torch.testing.assert_close(weighted[name], plain[name] * factor)
+    with pytest.raises(UserError, match="normals"):
+        build_objective(model.config, TrainConfig.from_dict({"loss": {"task_weights": {"normals": 2}}}))
+    with pytest.raises(UserError, match="at least 0"):
+        TrainConfig.from_dict({"loss": {"task_weights": {"depth": -1}}})
 
 
 def test_the_objective_names_the_missing_task_output():

@@ -159,7 +159,8 @@ class LossOptions:
     """The segmentation tasks' kMaX loss weights and sampling (spec §2). inst_disc_*: pixel-contrastive term
     (samples K, sampling temperature τ_s: 1.5 COCO / ADE20K, 0.6 Cityscapes). semantic_top_k: hard-pixel
     fraction of the auxiliary semantic loss (Cityscapes 0.2). semantic_samples: Gumbel-top-k pixel sub-sampling
-    of that loss (0 = off, deeplab2's released behaviour)."""
+    of that loss (0 = off, deeplab2's released behaviour). task_weights: task name → factor on all of that task's
+    loss terms in a model with several tasks (e.g. ``{depth: 2, normals: 2}``; a task not named: 1)."""
 
     class_weight: float = 3.0
     dice_weight: float = 3.0
@@ -172,6 +173,16 @@ class LossOptions:
     semantic_samples: int = 0
     semantic_small_instance_area: int = 0
     semantic_small_instance_weight: float = 1.0
+    task_weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checked = {}
+        for task, weight in self.task_weights.items():
+            value = _coerce(weight, float, where=f"loss.task_weights.{task}")
+            if value < 0:
+                raise UserError(f"loss.task_weights.{task} must be at least 0, got {weight}")
+            checked[str(task)] = value
+        self.task_weights = checked
 
 
 @dataclass

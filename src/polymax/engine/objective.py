@@ -108,11 +108,17 @@ class TrainingObjective(nn.Module):
     """
 
     def __init__(self, criteria: dict[str, nn.Module], *, sampler: TaskSampler | None = None,
-                 text: OneFormerTextLoss | None = None, ignore_label: int = 255, label_divisor: int = 1000) -> None:
+                 text: OneFormerTextLoss | None = None, ignore_label: int = 255, label_divisor: int = 1000,
+                 task_weights: dict[str, float] | None = None) -> None:
         super().__init__()
         if not criteria:
             raise ValueError("a training objective needs at least one task criterion")
+        unknown = set(task_weights or {}) - set(criteria)
+        if unknown:
+            raise UserError(f"loss.task_weights names {', '.join(sorted(unknown))}, not a task of this model "
+                            f"({', '.join(criteria)})")
         self.criteria = nn.ModuleDict(criteria)
+        self.task_weights = {task: float((task_weights or {}).get(task, 1.0)) for task in criteria}
         self.sampler = sampler
         self.text = text
         self.void = {"ignore_label": ignore_label, "label_divisor": label_divisor}   # the labels' void values
@@ -133,7 +139,7 @@ class TrainingObjective(nn.Module):
     def forward(self, output: ModelOutput, targets: Targets) -> LossTerms:
         if len(self.criteria) == 1 and self.sampler is None and self.text is None:
             (task, criterion), = self.criteria.items()
-            return criterion(output[task], targets)
+            return _scaled(criterion(output[task], targets), self.task_weights[task])
         terms = LossTerms()
         batch = _batch_size(targets)
         mixed = any(run.samples is not None for run in output.runs.values())
@@ -144,8 +150,9 @@ class TrainingObjective(nn.Module):
             run = output[task]
             samples = torch.arange(batch) if run.samples is None else run.samples.cpu()
             labelled = supported[samples, column]                     # the run's images whose labels train it
+            weight = self.task_weights[task]
             if bool(labelled.all()) and run.samples is None:
-                terms = terms.merged(criterion(run, targets), prefix=f"{task}/")
+                terms = terms.merged(_scaled(criterion(run, targets), weight), prefix=f"{task}/")
                 continue
             if not bool(labelled.any()):
                 continue                       # missing labels are no target: no loss rather than a wrong one
@@ -154,7 +161,7 @@ class TrainingObjective(nn.Module):
                 run = select_run(run, rows.to(_run_device(run)))
             share = rows.numel() / batch
             task_terms = criterion(run, select_targets(targets, samples[rows]))
-            terms = terms.merged(LossTerms({k: v * share for k, v in task_terms.values.items()}), prefix=f"{task}/")
+            terms = terms.merged(_scaled(task_terms, share * weight), prefix=f"{task}/")
         if self.text is not None:
             terms = terms.merged(self.text(output, targets))
         return terms
@@ -179,6 +186,10 @@ def supported_tasks(targets: Targets, tasks: Sequence[str], *, ignore_label: int
                 present &= label.present(values, ignore_label=ignore_label, label_divisor=label_divisor)
         columns.append(present)
     return torch.stack(columns, dim=1)
+
+
+def _scaled(terms: LossTerms, factor: float) -> LossTerms:
+    return terms if factor == 1.0 else LossTerms({name: value * factor for name, value in terms.values.items()})
 
 
 def select_run(run: TaskRun, index: torch.Tensor) -> TaskRun:
@@ -226,13 +237,14 @@ def build_objective(model_config: ModelConfig, train_config: Any = None) -> Trai
 
     train_config = train_config or TrainConfig()
     criteria = {name: build_criterion(model_config, name, train_config) for name in model_config.task_names}
-    void = {"ignore_label": model_config.dataset.ignore_label, "label_divisor": model_config.dataset.label_divisor}
+    common = {"ignore_label": model_config.dataset.ignore_label, "label_divisor": model_config.dataset.label_divisor,
+            "task_weights": train_config.loss.task_weights}
     if model_config.kmax_decoder.task_queries != "oneformer":
-        return TrainingObjective(criteria, **void)
+        return TrainingObjective(criteria, **common)
     options = train_config.oneformer
     guided = [task.name for task in model_config.tasks if task.num_queries == 0]
     if task_sampling(model_config, options) == "all":
-        return TrainingObjective(criteria, **void)
+        return TrainingObjective(criteria, **common)
     names = model_config.task_names
     probabilities = {task: p for task, p in oneformer_probabilities(names, options).items() if p > 0}
     text = None
@@ -244,7 +256,7 @@ def build_objective(model_config: ModelConfig, train_config: Any = None) -> Trai
     # Each rank draws its own tasks (built after the process group is set up under torchrun).
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     sampler = TaskSampler(probabilities, seed=train_config.seed + 7919 * rank)
-    return TrainingObjective(criteria, sampler=sampler, text=text, **void)
+    return TrainingObjective(criteria, sampler=sampler, text=text, **common)
 
 
 def task_sampling(model_config: ModelConfig, options: Any) -> str:
