@@ -95,3 +95,16 @@ def test_split_statistics_copies_weights():
     block[1].weight.data.fill_(2.0)
     assert split_statistics(block, ("a", "b")) == 1
     assert isinstance(block[1], GroupBatchNorm1d) and torch.equal(block[1].weight, torch.full((4,), 2.0))
+
+
+def test_sync_batch_norm_conversion_keeps_the_grouped_norms():
+    from polymax.engine.distributed import convert_sync_batch_norm
+
+    model = build_model("polymax_multitask_tiny_synth")
+    keys = set(model.state_dict())
+    convert_sync_batch_norm(model)
+    assert set(model.state_dict()) == keys
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert all(isinstance(m, nn.SyncBatchNorm) or is_grouped(m) for m in norms)
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in model.backbone.modules())
+    assert any(is_grouped(m) for m in model.modules())

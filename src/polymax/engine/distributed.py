@@ -72,11 +72,25 @@ def wrap_model(model: nn.Module, context: DistributedContext, *, sync_bn: bool) 
     if not context.enabled:
         return model
     if sync_bn and context.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        convert_sync_batch_norm(model)
     elif sync_bn and context.is_main:
         print("sync_bn: SyncBatchNorm needs CUDA; on CPU every rank normalises with its own batch statistics")
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def convert_sync_batch_norm(module: nn.Module) -> None:
+    """Every BatchNorm below ``module`` becomes a SyncBatchNorm, in place, except those keeping statistics per
+    query group (``model/layers/group_statistics.py``), which SyncBatchNorm would replace by a single set."""
+    from polymax.model.layers.group_statistics import is_grouped
+
+    for name, child in module.named_children():
+        if is_grouped(child):
+            continue
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        else:
+            convert_sync_batch_norm(child)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
