@@ -85,6 +85,9 @@ QUICK = DemoSettings(size=65, steps=300, batch_size=8, lr=8e-3, warmup_steps=20,
 FULL = DemoSettings(size=65, steps=1200, batch_size=8, lr=8e-3, warmup_steps=50, eval_samples=100)
 
 
+DEMO_TASK_WEIGHTS = {"semantic": 0.3, "depth": 3.0, "normals": 3.0}
+
+
 @dataclass
 class TaskReport:
     """One task of the demo's model: its held-out metrics, the trivial baseline's, and (``compare``) those of the
@@ -160,11 +163,18 @@ def _train(tasks: tuple[str, ...], run_dir: Path, *, settings: DemoSettings, pro
 
     size = settings.size
     subset = [] if tasks == TASKS else [f"model.only_tasks=[{','.join(tasks)}]"]
+    # Task weights: the segmentation tasks each sum 13 kMaX terms, depth and normals four small ones; weighted
+    # up, the continuous tasks shape the shared trunk too (300 steps, one seed: normals 32.8° → 29.3°, PQ 0.33 →
+    # 0.37). 128 sampled pixels for the pixel-contrastive term (kMaX samples a few % of the pixels), not all 289
+    # of a 65² room's stride-4 map: 10 % faster steps, no measurable change. One worker renders the rooms
+    # beside the training thread.
+    weights = {task: weight for task, weight in DEMO_TASK_WEIGHTS.items() if task in tasks}
     config = load_config(None, overrides=[
-        f"model.preset={PRESET}", *subset, f"data.crop_size=[{size},{size}]", "data.workers=0",
+        f"model.preset={PRESET}", *subset, f"data.crop_size=[{size},{size}]", "data.workers=1",
         f"data.batch_size={settings.batch_size}", f"steps={settings.steps}", f"optim.lr={settings.lr}",
         f"optim.warmup_steps={settings.warmup_steps}", "augment.min_scale=0.75", "augment.max_scale=1.25",
-        "augment.copy_paste=false", "augment.autoaugment_magnitude=0.5", "loss.inst_disc_samples=1024",
+        "augment.copy_paste=false", "augment.autoaugment_magnitude=0.5", "loss.inst_disc_samples=128",
+        f"loss.task_weights={json.dumps(weights)}",
         f"checkpoint_every={max(settings.steps // 4, 1)}", "log_every=10", f"seed={seed}",
         f"progress={str(progress).lower()}", "tensorboard=false", f"out_dir={run_dir}", "device=cpu"])
     resume = (run_dir / "last").is_dir()
