@@ -16,15 +16,17 @@ from torch import Tensor, nn
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.geometry import Geometry, resize_to_input
 from polymax.metrics import InstanceMetrics
-from polymax.structures import SegmentationOutput, SegmentationResult, SegmentInfo, Targets
+from polymax.structures import SegmentationOutput, SegmentationResult, Targets
 from polymax.tasks.base import LabelField, Picture, Saver
 from polymax.tasks.keys import with_key
 from polymax.tasks.panoptic import (
     PanopticDecoder,
     PanopticTask,
+    majority_class,
     measure_segments,
     segment_id_map,
     segments_record,
+    whole_image_segment,
 )
 from polymax.tasks.panoptic_merge import Segment
 from polymax.tasks.segmentation import (
@@ -53,19 +55,12 @@ class InstanceTask(PanopticTask):
                        train: Sequence[Sample]) -> Callable[[Sample], SegmentationResult]:
         """The training samples' most frequent thing class as one instance covering the image, score 1."""
         info = config.dataset
-        counts = torch.bincount(torch.cat([sample.semantic.flatten() for sample in train]),
-                                minlength=info.num_classes)[:info.num_classes]
-        things = torch.as_tensor(info.thing_classes, dtype=torch.int64)
-        category = int(things[counts[things].argmax()])
-        panoptic_id = category * info.label_divisor + 1
+        category = majority_class(train, info.num_classes, among=info.thing_classes)
 
         def predict(sample: Sample) -> SegmentationResult:
-            height, width = size = tuple(sample.image.shape[-2:])
-            segment = SegmentInfo(id=1, panoptic_id=panoptic_id, category=category,
-                                  category_name=info.class_names[category], is_thing=True,
-                                  area=height * width, bbox=(0, 0, width, height), score=1.0)
-            return SegmentationResult(task=self.name, size=size, panoptic=np.full(size, panoptic_id, dtype=np.int64),
-                                      segments=[segment])
+            size = tuple(sample.image.shape[-2:])
+            panoptic, segment = whole_image_segment(category, info, size)
+            return SegmentationResult(task=self.name, size=size, panoptic=panoptic, segments=[segment])
         return predict
 
     def mask_classes(self, panoptic: Tensor, crowd: Tensor | None, config: ModelConfig) -> list[int]:

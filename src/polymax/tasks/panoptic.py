@@ -102,16 +102,12 @@ class PanopticTask(Task):
         """The training samples' majority class everywhere, as one segment (instance 1 if it is a thing)."""
         info = config.dataset
         category = majority_class(train, info.num_classes)
-        is_thing = category in info.thing_classes
-        panoptic_id = category * info.label_divisor + int(is_thing)
 
         def predict(sample: Sample) -> SegmentationResult:
-            height, width = size = tuple(sample.image.shape[-2:])
-            segment = SegmentInfo(id=1, panoptic_id=panoptic_id, category=category,
-                                  category_name=info.class_names[category], is_thing=is_thing,
-                                  area=height * width, bbox=(0, 0, width, height), score=1.0)
+            size = tuple(sample.image.shape[-2:])
+            panoptic, segment = whole_image_segment(category, info, size)
             return SegmentationResult(task=self.name, size=size, semantic=np.full(size, category, dtype=np.int32),
-                                      panoptic=np.full(size, panoptic_id, dtype=np.int64), segments=[segment])
+                                      panoptic=panoptic, segments=[segment])
         return predict
 
     def ground_truth_result(self, sample: Sample, config: ModelConfig) -> SegmentationResult:
@@ -134,10 +130,22 @@ class PanopticTask(Task):
         return class_captions(output.class_logits, config)
 
 
-def majority_class(train: Sequence[Sample], num_classes: int) -> int:
-    """The most frequent class of the samples' semantic labels (void pixels not counted)."""
+def majority_class(train: Sequence[Sample], num_classes: int, among: Sequence[int] | None = None) -> int:
+    """The most frequent class of the samples' semantic labels (void pixels not counted), of ``among`` if given."""
     counts = torch.bincount(torch.cat([sample.semantic.flatten() for sample in train]), minlength=num_classes)
-    return int(counts[:num_classes].argmax())
+    candidates = torch.as_tensor(range(num_classes) if among is None else among, dtype=torch.int64)
+    return int(candidates[counts[candidates].argmax()])
+
+
+def whole_image_segment(category: int, info, size: tuple[int, int]) -> tuple[np.ndarray, SegmentInfo]:
+    """One segment of ``category`` covering an image of ``size`` (instance 1 if it is a thing, score 1): its
+    (H, W) panoptic map and its SegmentInfo — the trivial baselines' answer."""
+    height, width = size
+    is_thing = category in info.thing_classes
+    panoptic_id = category * info.label_divisor + int(is_thing)
+    segment = SegmentInfo(id=1, panoptic_id=panoptic_id, category=category, category_name=info.class_names[category],
+                          is_thing=is_thing, area=height * width, bbox=(0, 0, width, height), score=1.0)
+    return np.full(size, panoptic_id, dtype=np.int64), segment
 
 
 def panoptic_map(panoptic: np.ndarray, config: ModelConfig) -> np.ndarray:
