@@ -23,6 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from polymax.model.layers.axial_attention import AxialAttention
 from polymax.model.layers.conv import ConvBN, LinearBN
+from polymax.model.layers.group_statistics import is_grouped
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -45,6 +46,8 @@ def _foldable_pairs() -> list[tuple[type[nn.Module], str, str]]:
 def _fold_pair(layer: nn.Module, norm: nn.Module) -> nn.Module | None:
     """The fused layer, or None when the pair cannot be folded (already folded, no running statistics)."""
     if not isinstance(norm, _BATCH_NORMS) or norm.running_mean is None or norm.running_var is None:
+        return None
+    if is_grouped(norm):               # one statistics set per query group: no single affine map to fold
         return None
     if isinstance(layer, nn.modules.conv._ConvNd) and not isinstance(layer, nn.modules.conv._ConvTransposeNd):
         if layer.out_channels != norm.num_features:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from polymax.errors import UserError
 from polymax.geometry import padded_size
+from polymax.model.layers.group_statistics import split_statistics, use_statistics
 from polymax.structures import ModelOutput, TaskRun
 
 
@@ -104,6 +105,18 @@ class KMaX(nn.Module):
         self.semantic_branch = semantic_branch
         self.semantic_tasks = tuple(semantic_tasks)
         self.config = config
+        # Several query groups share the decoder's BatchNorms: each keeps its own population statistics.
+        groups = getattr(kmax_decoder, "query_groups", ())
+        if len(groups) > 1:
+            split_statistics(kmax_decoder, groups)
+            split_statistics(mask_head, groups)
+
+    def _use_group(self, task: str | None) -> None:
+        """Before a decoder pass: the decoder's and mask head's BatchNorms use ``task``'s query group."""
+        if len(getattr(self.kmax_decoder, "query_groups", ())) > 1:
+            group = self.kmax_decoder.group_of(task)
+            use_statistics(self.kmax_decoder, group)
+            use_statistics(self.mask_head, group)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -157,6 +170,7 @@ class KMaX(nn.Module):
         for task in tasks:
             key = self.kmax_decoder.pass_key(task)
             if key not in passes:
+                self._use_group(task)
                 centres = self.kmax_decoder(pixels, task=task)
                 final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings)
                 passes[key] = (final, centres.layers, centres.task_queries)
@@ -177,6 +191,7 @@ class KMaX(nn.Module):
             semantic = self.semantic_branch(features)
         if not self.kmax_decoder.batches_mixed_tasks(names):
             return self._run_per_task(pixels, sample_tasks, names, semantic=semantic)
+        self._use_group(None)                                           # mixed batches run the shared group
         centres = self.kmax_decoder(pixels, task=sample_tasks)            # each image under its own prompt
         final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings)
         runs = {}

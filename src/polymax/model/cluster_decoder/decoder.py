@@ -74,6 +74,16 @@ class KMaXDecoder(nn.Module):
         self.class_projection = LinearBN(hidden, hidden, activation=nn.GELU())
         self.mask_projection = LinearBN(hidden, hidden, activation=nn.GELU())
 
+    @property
+    def query_groups(self) -> tuple[str, ...]:
+        """The names of the query groups: 'shared' (when there is a shared group), then each task's own."""
+        shared = self.cluster_centres is not None or self.task_queries is not None
+        return ("shared",) * shared + tuple(self.task_centres)
+
+    def group_of(self, task: str | None) -> str:
+        """The query group ``task`` runs on: its own, else the shared one."""
+        return task if task in self.task_centres else "shared"
+
     def pass_key(self, task: str | None) -> str:
         """Tasks with equal keys share one decoder pass: the query group, or the task itself when conditioned."""
         if self.task_embedding is not None or task in self.task_centres or self.task_queries is not None:
