@@ -23,7 +23,7 @@ from dataclasses import replace
 from functools import partial
 
 from polymax.config.model import ModelConfig, TaskConfig
-from polymax.presets.kmax import synth_kmax_decoder
+from polymax.presets.kmax import polymax_tiny_synth_panoptic, synth_kmax_decoder
 from polymax.presets.polymax import CLUSTERS, polymax, polymax_tiny_synth
 
 SYNTH_TASKS = ("panoptic", "semantic", "instance", "depth", "normals")
@@ -54,7 +54,9 @@ def polymax_multitask_tiny_synth(conditioning: str = "groups") -> ModelConfig:
     else:
         raise ValueError(f"conditioning must be 'groups' or 'tokens', got {conditioning!r}")
     order = {name: i for i, name in enumerate(SYNTH_TASKS)}
+    # The panoptic preset's post-processing: area limits scaled to the small rooms (COCO's would drop everything).
     return replace(depth, preset=f"polymax_multitask_tiny_synth{suffix}",
+                   postprocess=polymax_tiny_synth_panoptic().postprocess,
                    kmax_decoder=replace(synth_kmax_decoder(SYNTH_SHARED_QUERIES), task_queries="oneformer"),
                    tasks=tuple(sorted(tasks, key=lambda task: order[task.name])))
 
