@@ -53,7 +53,8 @@ def variants(steps: int) -> dict[str, tuple[str, list[str], tuple[str, ...], int
     return table
 
 
-def train(preset: str, extra: list[str], tasks: tuple[str, ...], *, steps: int, seed: int, batch: int, out: Path):
+def train(preset: str, extra: list[str], tasks: tuple[str, ...], *, steps: int, seed: int, batch: int, lr: float,
+          out: Path):
     from polymax.config.train import load_config
     from polymax.data import build_dataset
     from polymax.engine.assemble import build_collate, build_train_set, build_training_model
@@ -61,9 +62,10 @@ def train(preset: str, extra: list[str], tasks: tuple[str, ...], *, steps: int, 
     from polymax.engine.precise_bn import recalibrate_batch_norm
     from polymax.engine.train import fit
 
-    # The recipe of configs/polymax_multitask_tiny_synth.yaml with the demo's short-run schedule, for every model.
+    # The recipe of configs/polymax_multitask_tiny_synth.yaml with the demo's short-run schedule, for every model
+    # (a large lr: the recipe's 1e-3 leaves a few-hundred-step run of these tiny models far from trained).
     config = load_config("configs/polymax_multitask_tiny_synth.yaml", overrides=[
-        f"model.preset={preset}", "data.workers=0", f"data.batch_size={batch}", f"steps={steps}", "optim.lr=2e-3",
+        f"model.preset={preset}", "data.workers=0", f"data.batch_size={batch}", f"steps={steps}", f"optim.lr={lr}",
         "optim.warmup_steps=20", "augment.min_scale=0.75", "augment.max_scale=1.25",
         "augment.autoaugment_magnitude=0.5", f"checkpoint_every={steps}", "log_every=10", f"seed={seed}",
         "progress=false", "tensorboard=false", f"out_dir={out}", "device=cpu", "eval_every=0", *extra])
@@ -234,6 +236,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="N: steps of each joint model")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=8e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--val", type=int, default=32, help="held-out validation rooms")
     default = ["joint", "joint_all", "tokens", *(f"single_{t}" for t in TASKS)]
@@ -255,7 +258,7 @@ def main() -> None:
         for variant in args.variants:
             started = time.perf_counter()
             preset, extra, tasks, steps = table[variant]
-            model = train(preset, extra, tasks, steps=steps, seed=seed, batch=args.batch,
+            model = train(preset, extra, tasks, steps=steps, seed=seed, batch=args.batch, lr=args.lr,
                           out=args.out / "runs" / f"{variant}_s{seed}")
             models[variant] = model
             if variant in mine:
