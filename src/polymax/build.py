@@ -168,9 +168,12 @@ def build_model(preset: str | ModelConfig | TokenizerConfig, **overrides: Any) -
              for task in config.tasks}
     if kd.task_queries == "oneformer":
         # OneFormer: one set of weights answers every task of the shared group, only the task prompt differs —
-        # so those tasks share one head (and a mixed-task batch trains all of it on every step).
-        shared_tasks = [task.name for task in config.tasks if task.num_queries == 0]
-        heads.update({name: heads[shared_tasks[0]] for name in shared_tasks[1:]})
+        # so those tasks share one head (and a mixed-task batch trains all of it on every step). Only heads of
+        # one kind are shared: depth and normals on the shared group read other values than a class head.
+        first: dict[type, str] = {}
+        for task in config.tasks:
+            if task.num_queries == 0:
+                heads[task.name] = heads[first.setdefault(type(heads[task.name]), task.name)]
     branch, semantic_tasks = build_semantic_branch(config, tuple(backbone.channels))
     return KMaX(backbone=backbone, pixel_decoder=pixel_decoder, kmax_decoder=kmax_decoder, mask_head=mask_head,
                 heads=heads, semantic_branch=branch, semantic_tasks=semantic_tasks, config=config)

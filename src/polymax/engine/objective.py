@@ -83,8 +83,8 @@ class OneFormerTextLoss(nn.Module):
         queries, ids = [], []
         for task in output.tasks:
             run = output[task]
-            if run.task_queries is None:
-                continue
+            if run.task_queries is None or not has_texts(task):
+                continue       # depth / normals on the shared group: no class masks, so no texts to contrast
             samples = range(run.task_queries.shape[0]) if run.samples is None else run.samples.tolist()
             for row, b in enumerate(samples):
                 crowd = None if targets.crowd is None else targets.crowd[b]
@@ -165,6 +165,14 @@ class TrainingObjective(nn.Module):
         if self.text is not None:
             terms = terms.merged(self.text(output, targets))
         return terms
+
+
+def has_texts(task: str) -> bool:
+    """Whether OneFormer writes texts for ``task``: its targets are class masks (``Task.mask_classes`` defined)."""
+    from polymax.tasks import get_task
+    from polymax.tasks.base import Task
+
+    return type(get_task(task)).mask_classes is not Task.mask_classes
 
 
 def supported_tasks(targets: Targets, tasks: Sequence[str], *, ignore_label: int = 255,
