@@ -44,9 +44,10 @@ class KMaXDecoderConfig:
     queries (paper only; 0 = off). task_conditioned: the initial centres depend on a learned embedding of the
     task being run (off in every kMaX / PolyMaX preset). task_queries: where the shared group's initial
     centres come from — 'learned' (kMaX: a learned table) or 'oneformer' (OneFormer's task-guided queries: N − 1
-    queries read from the stride-4 pixel features under the task's prompt, plus the task token; off in every
-    preset). task_query_values: the values of that module's cross-attention — 'sine' (the reference's quirk:
-    the sine positional encoding, image content only in the keys) or 'features' (the projected features)."""
+    queries read from the stride-4 pixel features under the task's prompt, plus the task token; the OneFormer
+    and tiny multi-task presets). task_query_values: the values of that module's cross-attention — 'sine' (the
+    reference's quirk: the sine positional encoding, image content only in the keys) or 'features' (the
+    projected features)."""
 
     num_queries: int = 128
     num_layers: tuple[int, int, int] = (2, 2, 2)

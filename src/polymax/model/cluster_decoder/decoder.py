@@ -17,9 +17,9 @@ Task conditioning (the hook a OneFormer-style model fills; off in every kMaX / P
 ``task_names``, a learned embedding of the task being run is added to every initial centre, (B, K, E) + (E,),
 so the same centres start from a task-dependent point and the whole decoder pass depends on the task.
 
-Task-guided centres (OneFormer; ``task_queries="oneformer"``, off in every preset): the tasks of the shared group
-start from :class:`~polymax.model.cluster_decoder.task_queries.TaskGuidedQueries` instead of a learned table —
-N − 1 queries read from the stride-4 pixel features under the task's prompt, plus the task token — so the
+Task-guided centres (OneFormer; ``task_queries="oneformer"``, the OneFormer and tiny multi-task presets): the
+tasks of the shared group start from :class:`~polymax.model.cluster_decoder.task_queries.TaskGuidedQueries`
+instead of a learned table — N − 1 queries read from the stride-4 pixel features under the task's prompt, plus the task token — so the
 initial centres depend on the image and on the task; the six kMaX layers run unchanged. Tasks with a group of
 their own keep their learned centres.
 """
