@@ -19,9 +19,9 @@ so the same centres start from a task-dependent point and the whole decoder pass
 
 Task-guided centres (OneFormer; ``task_queries="oneformer"``, the OneFormer and tiny multi-task presets): the
 tasks of the shared group start from :class:`~polymax.model.cluster_decoder.task_queries.TaskGuidedQueries`
-instead of a learned table — N − 1 queries read from the stride-4 pixel features under the task's prompt, plus the task token — so the
-initial centres depend on the image and on the task; the six kMaX layers run unchanged. Tasks with a group of
-their own keep their learned centres.
+instead of a learned table — N − 1 queries read from the stride-4 pixel features under the task's prompt, plus
+the task token — so the initial centres depend on the image and on the task; the six kMaX layers run unchanged.
+Tasks with a group of their own keep their learned centres.
 """
 
 from __future__ import annotations
