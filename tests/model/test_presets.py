@@ -108,10 +108,13 @@ def test_parameter_counts_match_spec(name):
 def test_tiny_presets_run_and_every_parameter_learns(name):
     model = build_model(name)
     # deeplab2 starts residual branches at zero (last BN γ = 0), which blocks gradients at step 0 by design;
-    # give every norm a non-zero scale so the test sees whether each parameter is connected to the outputs.
+    # give every norm a non-zero scale so the test sees whether each parameter is connected to the outputs. A
+    # training-mode BN output has zero mean, so with β = 0 the mean-square loss gives β exactly no gradient (the
+    # mask logits' 1-channel norm): non-zero shifts too, or the check depends on the rounding of the thread count.
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.5, 0.5)
     images = torch.rand(2, 3, *SIZE) * 255
     output = model(images)
     _check_contract(model, output, batch=2, training=True)
