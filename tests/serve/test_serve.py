@@ -87,10 +87,14 @@ def _request(server, method, path, body=b"", headers=None):
     return response.status, payload
 
 
-def _multipart(data: bytes, filename="photo.png", field="image"):
+def _multipart(data: bytes, filename="photo.png", field="image", **fields: str):
+    """A multipart body: the file, then any text ``fields`` (after it, as a field order the server must not mind)."""
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data
+    for name, value in fields.items():
+        body += f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}".encode()
+    body += f"\r\n--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -299,3 +303,81 @@ def test_a_client_disconnect_is_one_line(capsys):
     err = capsys.readouterr().err
     assert "127.0.0.1" in err and "disconnected" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def two_task_server(two_task_dir):
+    """The two-task model served with semantic as its default task."""
+    httpd, thread = _serving(Predictor.from_pretrained(two_task_dir, task="semantic", resize="none"))
+    yield httpd
+    _stop(httpd, thread)
+
+
+def _figures(page: str) -> set[str]:
+    return set(re.findall(r'<figure id="([\w-]+)">', page))
+
+
+def test_each_request_may_name_its_task(two_task_server):
+    status, page = _request(two_task_server, "POST", "/predict", *_multipart(_png()))
+    assert status == 200 and _figures(page) == {"input", "pred-semantic_color"}, "no task: the default, as before"
+    status, page = _request(two_task_server, "POST", "/predict?task=depth", *_multipart(_png()))
+    assert status == 200 and _figures(page) == {"input", "pred-depth_color"}, "the query parameter"
+    status, page = _request(two_task_server, "POST", "/predict", *_multipart(_png(), task="depth"))
+    assert status == 200 and _figures(page) == {"input", "pred-depth_color"}, "the form field"
+    assert '<option value="depth" selected>' in page, "the selector keeps the task just asked for"
+    status, page = _request(two_task_server, "POST", "/predict", *_multipart(_png()))
+    assert _figures(page) == {"input", "pred-semantic_color"}, "the default is unchanged by earlier requests"
+
+
+def test_task_all_shows_every_task_grouped(two_task_server):
+    status, page = _request(two_task_server, "POST", "/predict", *_multipart(_png(), task="all"))
+    assert status == 200
+    assert _figures(page) == {"input", "pred-semantic_color", "pred-depth_color"}
+    sections = re.findall(r'<section id="task-(\w+)"><h2>\w+</h2>(.*?)</section>', page, flags=re.S)
+    assert [name for name, _ in sections] == ["semantic", "depth"], "one section per task, in the model's order"
+    assert all(f'id="pred-{name}_color"' in block for name, block in sections)
+
+
+def test_an_unknown_task_is_a_400_naming_the_tasks(two_task_server):
+    for path, fields in (("/predict?task=normals", {}), ("/predict", {"task": "normals"})):
+        status, page = _request(two_task_server, "POST", path, *_multipart(_png(), **fields))
+        message = re.search(r'<p class="error" id="error">(.*?)</p>', page).group(1)
+        assert status == 400 and "normals" in message and "semantic, depth or all" in message, message
+        assert "Traceback" not in page
+    status, page = _request(two_task_server, "POST", "/predict?task=depth", *_multipart(_png(), task="semantic"))
+    assert status == 400 and "several tasks" in page
+    assert _request(two_task_server, "GET", "/?task=normals")[0] == 400
+
+
+def test_the_page_offers_a_task_selector_for_several_tasks(two_task_server, server):
+    page = _request(two_task_server, "GET", "/")[1]
+    select = re.search(r'<select id="task-select" name="task">(.*?)</select>', page, flags=re.S)
+    assert select, "a multi-task model gets a selector inside the form"
+    assert re.findall(r'<option value="(\w+)"', select.group(1)) == ["semantic", "depth", "all"]
+    assert '<option value="semantic" selected>' in select.group(1), "the default task is preselected"
+    assert '<option value="all" selected>' in _request(two_task_server, "GET", "/?task=all")[1]
+    assert "<select" not in _request(server, "GET", "/")[1], "one task: no selector"
+
+
+class _OneTaskGraph:
+    """Stands in for an OnnxRunner (no onnxruntime needed): not a TorchRunner, one task of a multi-task config."""
+
+    fixed_size = None
+
+    def __init__(self, config, task: str) -> None:
+        self.config, self.task = config, task
+
+    def __call__(self, images):
+        raise AssertionError("a refused request must not reach the graph")
+
+
+def test_an_exported_graph_refuses_other_tasks(two_task_dir):
+    config = polymax.load_model(two_task_dir).config
+    httpd, thread = _serving(Predictor(_OneTaskGraph(config, "depth")))
+    try:
+        assert "<select" not in _request(httpd, "GET", "/")[1], "one runnable task: no selector"
+        for task in ("semantic", "all"):
+            status, page = _request(httpd, "POST", "/predict", *_multipart(_png(), task=task))
+            assert status == 400 and "exported graph" in page and "--model" in page, page
+    finally:
+        _stop(httpd, thread)

@@ -2,7 +2,8 @@
 
 ``GET /`` shows an upload form; ``POST /predict`` (multipart, field ``image``) runs the predictor and answers a
 page with the input and every picture of the predictor's task side by side (inline PNGs, nothing stored on disk).
-A model with several tasks is served one task at a time: the one its :class:`Predictor` runs.
+A request may name another task of the model, or ``all``, as a ``task`` query parameter or form field (the page
+offers a selector when the model has several tasks); without one, the predictor's own task is answered.
 Bound to 127.0.0.1 unless told otherwise; request bodies larger than ``max_upload_bytes`` are refused (413)
 before they are read; images over ``max_pixels`` are refused (413) from their header, before decoding; images
 over ``LARGE_DECODE_PIXELS`` decode one at a time (a bounded memory budget); predictions run one at a time (the
@@ -22,6 +23,8 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
@@ -29,7 +32,9 @@ from polymax.data.images import MAX_PIXELS, ImageTooLarge, open_checked, upright
 from polymax.errors import UserError
 from polymax.inference.images_io import to_rgb
 from polymax.inference.outputs import pictures
-from polymax.inference.predictor import Predictor
+from polymax.inference.predictor import ALL_TASKS, Predictor
+from polymax.inference.runner import TorchRunner
+from polymax.structures import MultiTaskResult, Result
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0                 # seconds a connection may stay silent (headers or body) before it is closed
@@ -47,10 +52,11 @@ figure { flex: 1 1 0; min-width: 220px; }
 figure img { width: 100%; height: auto; max-height: 70vh; object-fit: contain; object-position: left top;
              border: 1px solid #ddd; image-rendering: pixelated; }
 .error { color: #a00; font-weight: 600; }
+h2 { font-size: 1.1em; margin: 1.2em 0 .5em; }
 """
 
 
-def _page(predictor: Predictor, body: str) -> bytes:
+def _page(predictor: Predictor, body: str, task: str | None = None) -> bytes:
     config = predictor.config
     others = [name for name in config.task_names if name != predictor.task]
     also = f" (the model also has {html.escape(', '.join(others))})" if others else ""
@@ -62,8 +68,40 @@ def _page(predictor: Predictor, body: str) -> bytes:
 {config.dataset.num_classes} classes ({html.escape(config.dataset.name)})</p>
 <form id="upload" action="/predict" method="post" enctype="multipart/form-data">
 <input id="image" type="file" name="image" accept="image/*" required>
-<button id="submit" type="submit">Predict</button></form>
+{_task_selector(predictor, task)}<button id="submit" type="submit">Predict</button></form>
 {body}</body></html>""".encode()
+
+
+def _choices(predictor: Predictor) -> tuple[str, ...]:
+    """The tasks a request may name: every task of a PyTorch model, only its own task for an exported graph."""
+    if isinstance(predictor.runner, TorchRunner):
+        return predictor.config.task_names
+    return (predictor.task,)
+
+
+def _task_selector(predictor: Predictor, task: str | None) -> str:
+    """A <select> of the model's tasks and "all" (empty for one task); ``task`` (None: the default) is selected."""
+    choices = _choices(predictor)
+    if len(choices) < 2:
+        return ""
+    chosen = task or predictor.task
+    options = "".join(f'<option value="{html.escape(name)}"{" selected" if name == chosen else ""}>'
+                      f"{html.escape(name)}</option>" for name in (*choices, ALL_TASKS))
+    return f'<label>task <select id="task-select" name="task">{options}</select></label>\n'
+
+
+def _requested_task(predictor: Predictor, task: str | None) -> str | None:
+    """``task`` checked against what the predictor can answer (None or "" → None: its default); UserError
+    otherwise, in one line, before any model work."""
+    if not task:
+        return None
+    choices = _choices(predictor)
+    if task in choices or (task == ALL_TASKS and len(choices) > 1):
+        return task
+    if task in predictor.config.task_names or task == ALL_TASKS:   # an exported graph: one task per graph
+        raise UserError(f"this server runs an exported graph of the {predictor.task} task only, not {task!r}; "
+                        "serve the model folder (--model DIR) to ask for other tasks")
+    raise UserError(f"unknown task {task!r}; this model's tasks are {', '.join(choices)} or {ALL_TASKS}")
 
 
 def _figure(title: str, image: Image.Image, ident: str) -> str:
@@ -74,32 +112,60 @@ def _figure(title: str, image: Image.Image, ident: str) -> str:
             f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}"></figure>')
 
 
-def result_html(predictor: Predictor, image: Image.Image, filename: str) -> str:
-    """The results block for one uploaded image: input, then one figure per picture of the prediction."""
-    result = predictor.predict(to_rgb(image))
-    figures = [_figure(f"input: {filename} ({image.width}×{image.height})", image.convert("RGB"), "input")]
-    figures += [_figure(picture.title, picture.image, f"pred-{picture.key}")
-                for picture in pictures(result, predictor.config)]
-    return f'<div class="results">{"".join(figures)}</div>'
+def result_html(predictor: Predictor, image: Image.Image, filename: str, task: str | None = None) -> str:
+    """The results block for one uploaded image: input, then one figure per picture of the prediction; ``task``
+    as :meth:`Predictor.predict` takes it. Several tasks get one titled section each, in the model's order."""
+    result = predictor.predict(to_rgb(image), task=task)
+    shown = _figure(f"input: {filename} ({image.width}×{image.height})", image.convert("RGB"), "input")
+    if not isinstance(result, MultiTaskResult):
+        return f'<div class="results">{shown}{_figures(result, predictor)}</div>'
+    sections = [f'<section id="task-{html.escape(name)}"><h2>{html.escape(name)}</h2>'
+                f'<div class="results">{_figures(result[name], predictor)}</div></section>' for name in result]
+    return f'<div class="results">{shown}</div>{"".join(sections)}'
+
+
+def _figures(result: Result, predictor: Predictor) -> str:
+    return "".join(_figure(picture.title, picture.image, f"pred-{picture.key}")
+                   for picture in pictures(result, predictor.config))
+
+
+class Upload(NamedTuple):
+    """What a multipart form holds: the image's file name, the decoded upright image, the ``task`` field."""
+
+    name: str
+    image: Image.Image
+    task: str | None
 
 
 def _uploaded_image(content_type: str, body: bytes, *, max_pixels: int = MAX_PIXELS,
-                    large_pixels: int = LARGE_DECODE_PIXELS) -> tuple[str, Image.Image]:
-    """(file name, decoded upright image) from a multipart body; UserError for anything unusable."""
+                    large_pixels: int = LARGE_DECODE_PIXELS) -> Upload:
+    """The image (and ``task`` field, in any order) of a multipart body; UserError for anything unusable."""
     if not content_type.startswith("multipart/form-data"):
         raise UserError("send the image as multipart/form-data (the page's form does)")
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    for part in message.iter_parts() if message.is_multipart() else []:
-        if part.get_param("name", header="content-disposition") == "image":
-            data = part.get_payload(decode=True) or b""
-            name = part.get_filename() or "upload"
-            if not data:
-                raise UserError("no image was chosen")
-            if _declared_pixels(data) > large_pixels:
-                with _LARGE_DECODES:
-                    return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
-            return name, upright(open_checked(io.BytesIO(data), name, max_pixels))
-    raise UserError("the form has no 'image' file field")
+    fields = {part.get_param("name", header="content-disposition"): part
+              for part in (message.iter_parts() if message.is_multipart() else [])}
+    if "image" not in fields:
+        raise UserError("the form has no 'image' file field")
+    task = None
+    if "task" in fields:
+        task = (fields["task"].get_payload(decode=True) or b"").decode("utf-8", "replace").strip()
+    data = fields["image"].get_payload(decode=True) or b""
+    name = fields["image"].get_filename() or "upload"
+    if not data:
+        raise UserError("no image was chosen")
+    if _declared_pixels(data) > large_pixels:
+        with _LARGE_DECODES:
+            return Upload(name, upright(open_checked(io.BytesIO(data), name, max_pixels)), task)
+    return Upload(name, upright(open_checked(io.BytesIO(data), name, max_pixels)), task)
+
+
+def _task_of(query: str, form: str | None) -> str | None:
+    """The task a request names, from its query string or its form; both must agree when both name one."""
+    asked = {value for value in parse_qs(query).get("task", []) + [form or ""] if value}
+    if len(asked) > 1:
+        raise UserError(f"the request names several tasks ({', '.join(sorted(asked))}); name one, or {ALL_TASKS}")
+    return next(iter(asked), None)
 
 
 def _declared_pixels(data: bytes) -> int:
@@ -143,15 +209,21 @@ def make_server(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 80
             self._send(status, _page(predictor, f'<p class="error" id="error">{html.escape(message)}</p>'))
 
         def do_GET(self) -> None:
-            if self.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, _page(predictor, ""))
+            url = urlsplit(self.path)
+            if url.path in ("/", "/index.html"):
+                try:      # ?task= preselects the page's selector (a bookmarkable link to one task)
+                    task = _requested_task(predictor, _task_of(url.query, None))
+                except UserError as error:
+                    return self._error(HTTPStatus.BAD_REQUEST, str(error))
+                self._send(HTTPStatus.OK, _page(predictor, "", task))
             elif self.path == "/favicon.ico":
                 self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no page {self.path}")
 
         def do_POST(self) -> None:
-            if self.path != "/predict":
+            url = urlsplit(self.path)
+            if url.path != "/predict":
                 return self._error(HTTPStatus.NOT_FOUND, f"no page {self.path}")
             try:
                 length = int(self.headers.get("Content-Length", ""))
@@ -162,14 +234,15 @@ def make_server(predictor: Predictor, *, host: str = "127.0.0.1", port: int = 80
                                    f"upload is {length} bytes; the limit is {max_upload_bytes} bytes")
             body = self.rfile.read(length)
             try:
-                name, image = _uploaded_image(self.headers.get("Content-Type", ""), body, max_pixels=max_pixels)
+                upload = _uploaded_image(self.headers.get("Content-Type", ""), body, max_pixels=max_pixels)
+                task = _requested_task(predictor, _task_of(url.query, upload.task))
                 with lock:
-                    block = result_html(predictor, image, name)
+                    block = result_html(predictor, upload.image, upload.name, task)
             except ImageTooLarge as error:
                 return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(error))
             except UserError as error:
                 return self._error(HTTPStatus.BAD_REQUEST, str(error))
-            self._send(HTTPStatus.OK, _page(predictor, block))
+            self._send(HTTPStatus.OK, _page(predictor, block, task))
 
     Handler.timeout = timeout     # StreamRequestHandler puts it on each connection's socket
 
