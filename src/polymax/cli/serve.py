@@ -1,5 +1,6 @@
 """``polymax serve --model DIR [--task NAME]``: a local web page where you upload an image and see the model's
-predictions for one task (a model with several tasks needs ``--task``).
+predictions. A model with several tasks needs ``--task`` (the default task); each request may still ask for
+another task or ``all`` (the page's task selector, or ``?task=NAME``).
 
 Listens on 127.0.0.1 (this machine only) unless ``--host`` says otherwise; Ctrl-C stops it.
 """
@@ -15,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
     source.add_argument("--onnx", metavar="FILE", help="a graph written by `polymax export onnx`")
-    parser.add_argument("--task", metavar="NAME", help="the task to show (default: the model's only task)")
+    parser.add_argument("--task", metavar="NAME",
+                        help="the default task (default: the model's only task); a request may ask for another or all")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the demo to your network)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
