@@ -81,3 +81,16 @@ def train(model: nn.Module, criterion: nn.Module, images: torch.Tensor, targets:
         optimiser.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+class OneTaskGraph:
+    """Stands in for an OnnxRunner (no onnxruntime needed): not a TorchRunner, one task of a (multi-task) config.
+    Running it is a test failure: every caller must refuse before reaching the graph."""
+
+    fixed_size = None
+
+    def __init__(self, config, task: str) -> None:
+        self.config, self.task = config, task
+
+    def __call__(self, images):
+        raise AssertionError("a refused request must not reach the graph")

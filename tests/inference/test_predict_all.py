@@ -8,6 +8,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 import torch
+from polymax_task_helpers import OneTaskGraph
 
 from polymax.build import build_model
 from polymax.errors import UserError
@@ -96,20 +97,8 @@ def test_unknown_task_names_the_models_tasks(model, images):
         predictor.predict(images[0], task=("edges",))
 
 
-class _OneTaskGraph:
-    """Stands in for an OnnxRunner: not a TorchRunner, one task."""
-
-    fixed_size = None
-
-    def __init__(self, config, task: str) -> None:
-        self.config, self.task = config, task
-
-    def __call__(self, images):
-        raise AssertionError("never run")
-
-
 def test_an_exported_graph_says_what_to_do_instead(model, images):
-    graph = _OneTaskGraph(model.config, "depth")
+    graph = OneTaskGraph(model.config, "depth")
     for make in (lambda: Predictor(graph, task="all"),
                  lambda: Predictor(graph).predict(images[0], task=("depth", "normals"))):
         with pytest.raises(UserError) as error:

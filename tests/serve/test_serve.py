@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from polymax_task_helpers import OneTaskGraph
 
 import polymax
 from polymax.build import build_model
@@ -359,21 +360,9 @@ def test_the_page_offers_a_task_selector_for_several_tasks(two_task_server, serv
     assert "<select" not in _request(server, "GET", "/")[1], "one task: no selector"
 
 
-class _OneTaskGraph:
-    """Stands in for an OnnxRunner (no onnxruntime needed): not a TorchRunner, one task of a multi-task config."""
-
-    fixed_size = None
-
-    def __init__(self, config, task: str) -> None:
-        self.config, self.task = config, task
-
-    def __call__(self, images):
-        raise AssertionError("a refused request must not reach the graph")
-
-
 def test_an_exported_graph_refuses_other_tasks(two_task_dir):
     config = polymax.load_model(two_task_dir).config
-    httpd, thread = _serving(Predictor(_OneTaskGraph(config, "depth")))
+    httpd, thread = _serving(Predictor(OneTaskGraph(config, "depth")))
     try:
         assert "<select" not in _request(httpd, "GET", "/")[1], "one runnable task: no selector"
         for task in ("semantic", "all"):
