@@ -153,3 +153,22 @@ def test_the_cli_checks_the_metric_name_before_training(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert "no metric 'abs_rel'; it reports pq, sq, rq," in error and "miou" in error and "\n" not in error
     assert not (out / "last").exists() and not (out / "scalars.jsonl").exists()
+
+
+@pytest.mark.slow  # ~30 s: two gloo ranks start and import torch
+def test_two_ranks_agree_and_rank_zero_writes_the_best(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "polymax",
+               *TRAIN, "--batch-size", "4", "--out", str(out), "--keep-best", "miou", "--set", "eval_every=1",
+               "--set", "eval_batches=1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "best.json").read_text())
+    state = torch.load(out / "best" / "training_state.pt", weights_only=True)
+    assert record["metric"] == "miou" and state["step"] == record["step"] and len(state["rng"]) == 2
+    polymax.load_model(out / "best")
