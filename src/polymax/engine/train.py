@@ -114,7 +114,8 @@ def train(config: TrainConfig, *, resume: bool | str = False, allow_config_chang
                 if eval_set is not None else None
             check_tracking(config, has_evaluation=evaluate_fn is not None)
             if config.keep_best and evaluate_fn is not None:   # every rank, before training: names, no images
-                check_metric(config.keep_best, evaluate_fn(model, max_batches=0))
+                with torch.random.fork_rng(devices=[]):         # the loader draws a seed; training must not see it
+                    check_metric(config.keep_best, evaluate_fn(model, max_batches=0))
             return fit(config, model=model, objective=build_objective(model.config, config),
                        train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
                        resume=bool(resume), evaluate_fn=evaluate_fn, context=context,
