@@ -4,7 +4,9 @@ Precedence: TrainConfig defaults < ``--config FILE`` < the flags below < ``--set
 The model is set the same way: ``--set model.kmax_decoder.num_queries=32`` or ``--set model.tasks.depth.max_depth=20``
 (any ModelConfig field; see ``polymax.config.train``).
 Writes ``OUT/last/`` (a model directory that ``polymax.load_model`` reads, plus ``training_state.pt`` and
-``train_config.yaml``), ``OUT/scalars.jsonl`` and, with the ``log`` extra, TensorBoard logs in ``OUT/tb``.
+``train_config.yaml``), ``OUT/scalars.jsonl`` and, with the ``log`` extra, TensorBoard logs in ``OUT/tb``
+(scalars, the config, prediction pictures). ``--keep-best METRIC`` also keeps ``OUT/best/`` (same layout) and
+``OUT/best.json``; ``--set tracker=wandb|mlflow`` sends the scalars to an experiment tracker too.
 Multi-GPU / multi-process: ``torchrun --nproc_per_node=P -m polymax train ...`` (``--batch-size`` stays the
 global batch; each rank loads its own share).
 """
@@ -38,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                         help="bf16 autocast (CPU and GPU), fp16 autocast with loss scaling, or fp32")
     parser.add_argument("--workers", type=int, help="data-loading processes per rank")
+    parser.add_argument("--keep-best", metavar="METRIC",
+                        help="also keep DIR/best, the checkpoint of the best evaluation by METRIC as the evaluation "
+                             "names it (pq, miou, abs_rel; depth/abs_rel with several tasks); needs --set "
+                             "eval_every=N. Lower is better for the error metrics (abs_rel, rms, ..., mean, median), "
+                             "higher for the rest; --set keep_best_mode=min|max to choose")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set optim.lr=1e-4, or a model field, e.g. "
                              "--set model.kmax_decoder.num_queries=32 (repeatable)")
@@ -54,7 +61,8 @@ def resolve(args: argparse.Namespace):
     flags = {"model.preset": args.preset, "steps": args.steps, "data.batch_size": args.batch_size,
              "out_dir": args.out, "data.dataset": args.dataset, "data.root": args.data_root,
              "device": args.device, "precision": args.precision, "data.workers": args.workers,
-             "progress": False if args.no_progress else None}
+             "progress": False if args.no_progress else None,
+             "keep_best": _quoted(getattr(args, "keep_best", None))}
     if getattr(args, "skip_data_check", False):
         flags["data.check"] = "false"
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.overrides)
@@ -70,6 +78,13 @@ def resolve(args: argparse.Namespace):
         if not Path(config.data.root).is_dir():
             raise UserError(f"data root {config.data.root} does not exist or is not a folder")
     return config
+
+
+def _quoted(text: str | None) -> str | None:
+    """A string flag as a YAML string, so that a name such as ``delta1`` or ``1e3`` stays text in the override."""
+    import json
+
+    return None if text is None else json.dumps(text)
 
 
 def run(args: argparse.Namespace) -> int:

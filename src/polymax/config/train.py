@@ -249,6 +249,18 @@ class OneFormerOptions:
 
 
 TASK_SAMPLING = ("auto", "image", "all")
+KEEP_BEST_MODES = ("auto", "min", "max")
+TRACKERS = ("", "wandb", "mlflow")
+# Metrics where lower is better (the last part of a name: ``depth/abs_rel`` → abs_rel); keep_best_mode 'auto'
+# minimises these and maximises everything else (PQ, mIoU, AP, δ1, within 11.25°).
+ERROR_METRICS = frozenset({"abs_rel", "rms", "sq_rel", "log10", "rms_log", "silog", "mean", "median"})
+
+
+def best_mode(metric: str, mode: str) -> str:
+    """'min' or 'max': ``mode`` itself, or for 'auto' what suits ``metric``."""
+    if mode != "auto":
+        return mode
+    return "min" if metric.rsplit("/", 1)[-1] in ERROR_METRICS else "max"
 
 
 @dataclass
@@ -263,7 +275,12 @@ class TrainConfig:
     training batches with the final weights (:mod:`polymax.engine.precise_bn`); 0 = never. None (``polymax
     train`` decides, :func:`precise_bn_batches`): min(16, steps) batches when the run has at most
     PRECISE_BN_SHORT_RUN steps (a short fine-tune, whose momentum-0.01 statistics still lag the weights), else
-    none. ``fit`` itself runs it only for a number set here."""
+    none. ``fit`` itself runs it only for a number set here.
+    keep_best: also keep ``out_dir/best`` — the checkpoint of the best evaluation so far by this metric, named as
+    the evaluation reports it (``pq``, ``miou``, ``abs_rel``; ``depth/abs_rel`` for a model with several tasks);
+    '' = only ``last``. Needs ``eval_every``. keep_best_mode: 'min', 'max' or 'auto' (min for the error metrics
+    :data:`ERROR_METRICS`, max otherwise). tracker: '' or an experiment tracker that also gets the scalars and the
+    config, 'wandb' or 'mlflow' (the extra of that name)."""
 
     model: ModelOptions = field(default_factory=ModelOptions)
     data: DataOptions = field(default_factory=DataOptions)
@@ -287,8 +304,15 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     precise_bn_batches: int | None = None
+    keep_best: str = ""
+    keep_best_mode: str = "auto"
+    tracker: str = ""
 
     def __post_init__(self) -> None:
+        if self.keep_best_mode not in KEEP_BEST_MODES:
+            raise UserError(f"keep_best_mode must be one of {', '.join(KEEP_BEST_MODES)}, got {self.keep_best_mode!r}")
+        if self.tracker not in TRACKERS:
+            raise UserError(f"tracker must be one of {', '.join(repr(t) for t in TRACKERS)}, got {self.tracker!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
         if self.steps <= 0:

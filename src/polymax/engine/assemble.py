@@ -154,18 +154,28 @@ def build_collate(model_config: ModelConfig):
     return partial(collate, ignore_label=info.ignore_label, label_divisor=info.label_divisor)
 
 
-def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device):
-    """``evaluate_fn(model) -> metrics`` on the evaluation split, or None when it has no such split."""
+def build_eval_set(config: TrainConfig, model_config: ModelConfig):
+    """The evaluation split (``data.eval_split``), or None (said once) when the data set has no such split."""
     from polymax.data import build_dataset, generation_options
-    from polymax.inference.evaluate import evaluate
 
     crop = tuple(config.data.crop_size or model_config.crop_size)
     options = generation_options(config.data.dataset, size=crop, evaluation=True)
     try:
-        dataset = build_dataset(config.data.dataset, root=config.data.root, split=config.data.eval_split, **options,
-                                **config.data.loader_options())
+        return build_dataset(config.data.dataset, root=config.data.root, split=config.data.eval_split, **options,
+                             **config.data.loader_options())
     except UserError as error:
         print(f"no periodic evaluation: {error}")
+        return None
+
+
+def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device, dataset=None):
+    """``evaluate_fn(model) -> metrics`` on the evaluation split (``dataset``: that split, already built), or None
+    when it has no such split. The function takes ``max_batches=`` to override ``eval_batches`` (0: no image,
+    just the metric names, each NaN)."""
+    from polymax.inference.evaluate import evaluate
+
+    dataset = dataset if dataset is not None else build_eval_set(config, model_config)
+    if dataset is None:
         return None
     return partial(evaluate, dataset=dataset, batch_size=1, device=device, precision=config.precision,
                    max_batches=config.eval_batches)

@@ -14,6 +14,9 @@ instant between the two renames, ``last.previous``). ``training_state.pt`` holds
 Python values and is read with ``torch.load(weights_only=True)``. Every file and the folder are fsynced before
 the rename, so a power cut cannot leave a renamed checkpoint with empty files; the temporary folder of a save
 that was killed is removed when the next run starts (:func:`remove_interrupted_saves`).
+
+With ``TrainConfig.keep_best`` the run also keeps ``OUT/best/``, written the same way by the same function
+(:mod:`polymax.engine.best`), and ``OUT/best.json`` saying which step and value it holds.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from polymax.errors import UserError
 TRAINING_STATE_FILE = "training_state.pt"
 TRAIN_CONFIG_FILE = "train_config.yaml"
 LAST = "last"
+BEST = "best"      # the best evaluation's checkpoint (TrainConfig.keep_best, polymax.engine.best), same layout
 _PREVIOUS_SUFFIX = ".previous"
 
 
@@ -161,10 +165,14 @@ def fsync_tree(directory: Path, *, files: bool = True) -> None:
 
 
 def remove_interrupted_saves(out_dir: str | os.PathLike) -> None:
-    """Delete the temporary folders (``.last.tmp-PID``) that a save killed midway left in ``out_dir``."""
-    for leftover in Path(out_dir).glob(f".{LAST}.tmp-*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
+    """Delete the temporary folders (``.last.tmp-PID``, ``.best.tmp-PID``) and files (``.best.json.tmp-PID``)
+    that a save killed midway left in ``out_dir``."""
+    for leftover in Path(out_dir).glob(".*.tmp-*"):
+        if leftover.name.startswith((f".{LAST}.", f".{BEST}.")):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def find_checkpoint(out_dir: str | os.PathLike) -> Path:

@@ -13,6 +13,8 @@ Guarantees (tested in ``tests/engine``):
 * A non-finite loss stops all ranks *before* the optimiser step and leaves the last checkpoint untouched.
 * SIGINT / SIGTERM finish the current step, write a checkpoint and return; a second one aborts at once. The
   caller's signal handlers are back in place when :func:`fit` returns or raises.
+* With ``keep_best``, ``OUT/best/`` holds the checkpoint of the best evaluation so far (:mod:`polymax.engine.best`),
+  written as ``OUT/last/`` is; only rank 0 writes, after every rank has agreed that the evaluation improved.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +38,7 @@ from torch import nn
 
 from polymax.config.train import TrainConfig, fill_step_defaults, precise_bn_batches
 from polymax.engine import distributed
+from polymax.engine.best import BEST, BestCheckpoint, check_metric
 from polymax.engine.checkpoint import (
     LAST,
     TrainingState,
@@ -49,7 +52,15 @@ from polymax.engine.checkpoint import (
     saved_config,
 )
 from polymax.engine.optim import build_optimizer, load_optimizer_state, set_learning_rate
-from polymax.engine.reporting import ScalarLog, logger, progress_bar, run_log
+from polymax.engine.reporting import (
+    PICTURE_IMAGES,
+    ScalarLog,
+    logger,
+    prediction_grid,
+    progress_bar,
+    require_tracker,
+    run_log,
+)
 from polymax.engine.sampler import SeededDataset, ShardedStream
 from polymax.errors import UserError
 from polymax.structures import ModelOutput
@@ -78,7 +89,13 @@ def train(config: TrainConfig, *, resume: bool | str = False, allow_config_chang
     (batch size, learning rate, fewer steps, data set) is refused unless ``allow_config_change``.
     ``resume="auto"``: continue when ``out_dir/last`` exists, start otherwise (restarts and requeues re-run one
     command)."""
-    from polymax.engine.assemble import build_collate, build_evaluate_fn, build_train_set, build_training_model
+    from polymax.engine.assemble import (
+        build_collate,
+        build_eval_set,
+        build_evaluate_fn,
+        build_train_set,
+        build_training_model,
+    )
     from polymax.engine.objective import build_objective
 
     if resume == "auto":      # decided before any rank writes, so every rank sees the same folder
@@ -92,10 +109,17 @@ def train(config: TrainConfig, *, resume: bool | str = False, allow_config_chang
             model = build_training_model(config)
             config = dataclasses.replace(config, precise_bn_batches=precise_bn_batches(config))   # None → this run's
             _say(context, "resolved training config:\n" + config.to_yaml())
-            evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
+            eval_set = build_eval_set(config, model.config) if config.eval_every else None
+            evaluate_fn = build_evaluate_fn(config, model.config, device=context.device, dataset=eval_set) \
+                if eval_set is not None else None
+            check_tracking(config, has_evaluation=evaluate_fn is not None)
+            if config.keep_best and evaluate_fn is not None:   # every rank, before training: names, no images
+                with torch.random.fork_rng(devices=[]):         # the loader draws a seed; training must not see it
+                    check_metric(config.keep_best, evaluate_fn(model, max_batches=0))
             return fit(config, model=model, objective=build_objective(model.config, config),
                        train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
-                       resume=bool(resume), evaluate_fn=evaluate_fn, context=context)
+                       resume=bool(resume), evaluate_fn=evaluate_fn, context=context,
+                       picture_set=eval_set if config.tensorboard else None)
     except OSError as error:
         if error.errno not in _WRITE_ERRNOS:
             raise
@@ -133,6 +157,18 @@ def check_out_dir(out_dir: Path, *, resume: bool) -> None:
                         "choose another --out")
 
 
+def check_tracking(config: TrainConfig, *, has_evaluation: bool) -> None:
+    """One line, before any step, for a keep_best without evaluation or a tracker whose library is missing."""
+    if config.keep_best and not config.eval_every:
+        raise UserError(f"keep_best={config.keep_best} needs periodic evaluation: set eval_every=N (--set "
+                        "eval_every=1000), or drop keep_best")
+    if config.keep_best and not has_evaluation:
+        raise UserError(f"keep_best={config.keep_best} needs evaluation data, and the {config.data.dataset} data "
+                        f"set has no {config.data.eval_split!r} split here (set data.eval_split), or drop keep_best")
+    if config.tracker:
+        require_tracker(config.tracker)
+
+
 def check_recipe(config: TrainConfig, *, allow_change: bool, context) -> None:
     """Name what differs from the checkpoint's recipe; refuse it unless the user allowed it."""
     changes = recipe_changes(saved_config(find_checkpoint(Path(config.out_dir))), config.to_dict())
@@ -146,15 +182,17 @@ def check_recipe(config: TrainConfig, *, allow_change: bool, context) -> None:
 
 def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set: SeededDataset,
         collate_fn: Callable, resume: bool = False, evaluate_fn: Callable[[nn.Module], dict] | None = None,
-        context: distributed.DistributedContext | None = None) -> TrainResult:
+        context: distributed.DistributedContext | None = None, picture_set: Sequence | None = None) -> TrainResult:
     """Train ``model`` (unwrapped, with ``.config`` and ``.tasks``) for ``config.steps`` optimiser steps.
 
     Each micro-batch runs ``model(images, task=model.tasks)`` (every task on one trunk pass) and
     objective(output: ModelOutput, targets) → LossTerms; train_set[(index, seed)] → one augmented sample;
     collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on rank 0.
+    picture_set: held-out Samples whose first PICTURE_IMAGES are drawn to TensorBoard after each evaluation.
     """
     context = context or distributed.DistributedContext()
     config, _ = fill_step_defaults(config)   # a TrainConfig built by hand may leave the warm-up to the run length
+    check_tracking(config, has_evaluation=evaluate_fn is not None)
     out_dir = Path(config.out_dir)
     device, micro_batches = context.device, config.data.accumulate
     per_rank_batch = config.data.batch_size // (context.world_size * micro_batches)
@@ -197,10 +235,14 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
     if rng_to_restore is not None:
         restore_rng(rng_to_restore, generators)  # last, so that nothing above consumes the restored streams
 
-    save_now = partial(_save, context, out_dir / LAST, model=model, optimizer=optimizer, schedule=schedule,
-                       config=config, generators=generators, scaler=scaler,
-                       objective=objective if extra else None)   # a checkpoint at a given step
-    log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard)
+    save_to = partial(_save, context, model=model, optimizer=optimizer, schedule=schedule, config=config,
+                      generators=generators, scaler=scaler, objective=objective if extra else None)
+    save_now = partial(save_to, out_dir / LAST)   # a checkpoint at a given step
+    best = BestCheckpoint(out_dir, metric=config.keep_best, mode=config.keep_best_mode, resume=resume) \
+        if config.keep_best else None
+    log = ScalarLog(out_dir, enabled=context.is_main, tensorboard=config.tensorboard, tracker=config.tracker,
+                    config=config.to_dict())
+    draw = _picture_drawer(picture_set) if picture_set is not None and log.draws_pictures else None
     bar = progress_bar(total=config.steps, initial=step, enabled=context.is_main and config.progress)
     losses: list[float] = []
     metrics: dict[str, float] = {}
@@ -251,9 +293,13 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                 used = recalibrate_at_end(model, batches, count=config.precise_bn_batches, device=device)
                 _say(context, f"precise BN: BatchNorm statistics re-estimated on {used} training batches", bar)
             if evaluate_fn is not None and ((config.eval_every and step % config.eval_every == 0) or done):
-                metrics = _evaluate_on_main(context, evaluate_fn, model, generators)
+                metrics, picture = _evaluate_on_main(context, evaluate_fn, model, generators, draw=draw)
                 log.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+                if picture is not None:
+                    log.picture("eval/predictions", step, picture)
                 _say(context, f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), bar)
+                if best is not None:
+                    _keep_best(context, best, metrics, step=step, save=partial(save_to, out_dir / BEST), bar=bar)
             if done or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 checkpoint = save_now(step=step)
             if stop_requested:
@@ -333,19 +379,49 @@ def _save(context: distributed.DistributedContext, directory: Path, *, model: nn
     return directory
 
 
-def _evaluate_on_main(context, evaluate_fn, model: nn.Module, generators) -> dict[str, float]:
-    """Evaluate on rank 0 with the RNG streams put back afterwards, so evaluation never changes training."""
+def _evaluate_on_main(context, evaluate_fn, model: nn.Module, generators,
+                      draw: Callable[[nn.Module], Any] | None = None) -> tuple[dict[str, float], Any]:
+    """Evaluate (and ``draw`` the prediction pictures) on rank 0 with the RNG streams put back afterwards, so
+    evaluation never changes training. Returns (metrics, picture or None); ({}, None) on other ranks."""
     metrics: dict[str, float] = {}
+    picture = None
     if context.is_main:
         saved = capture_rng(generators)
         was_training = model.training
         model.eval()
         with torch.no_grad():
             metrics = evaluate_fn(model)
+            picture = draw(model) if draw is not None else None
         model.train(was_training)
         restore_rng(saved, generators)
     distributed.barrier(context)
-    return metrics
+    return metrics, picture
+
+
+def _picture_drawer(picture_set: Sequence) -> Callable[[nn.Module], Any]:
+    """``draw(model)`` → the prediction grid of the first PICTURE_IMAGES samples (read once, at the first draw)."""
+    samples: list = []
+
+    def draw(model: nn.Module):
+        if not samples:
+            samples.extend(picture_set[index] for index in range(min(PICTURE_IMAGES, len(picture_set))))
+        return prediction_grid(model, samples) if samples else None
+    return draw
+
+
+def _keep_best(context, best: BestCheckpoint, metrics: dict[str, float], *, step: int,
+               save: Callable[..., Path], bar) -> None:
+    """Rank 0 judges the evaluation (it holds the metrics); every rank learns the verdict, because a checkpoint
+    gathers every rank's RNG state. Then rank 0 records the new best in best.json."""
+    improved = best.improved(metrics) if context.is_main else False
+    _, improved = distributed.mean_and_any(context, torch.zeros((), device=context.device), improved)
+    if not improved:
+        return
+    save(step=step)
+    if context.is_main:
+        record = best.saved(step)
+        _say(context, f"best {record.metric} so far ({record.mode}): {record.value:.4f} at step {step}, "
+                      f"saved to {best.out_dir / BEST}", bar)
 
 
 def _loader(train_set, collate_fn, *, config: TrainConfig, context, per_rank_batch: int, start_micro_step: int):
