@@ -22,6 +22,19 @@ def test_running_stats_equal_the_average_of_batch_statistics():
     assert model[1].momentum == 0.01 and not model.training
 
 
+def test_a_task_pass_keeps_the_models_mode_and_reaches_every_group():
+    from polymax.build import build_model
+
+    model = build_model("polymax_multitask_tiny_synth").eval()
+    images = [torch.rand(2, 3, 33, 33) * 255 for _ in range(2)]
+    assert recalibrate_batch_norm(model, images, task=model.config.task_names) == 2
+    assert not model.training and not any(m.training for m in model.modules())
+    grouped = [m for m in model.modules() if isinstance(getattr(m, "groups", None), tuple) and m.groups]
+    # one pass per task and batch: the shared group serves panoptic and instance (4), the others one task (2)
+    passes = {"shared": 4, "semantic": 2, "depth": 2, "normals": 2}
+    assert grouped and all(int(m.statistics(g)[2]) == passes[g] for m in grouped for g in m.groups)
+
+
 def test_weights_are_untouched_and_no_bn_model_is_fine():
     model = nn.Sequential(nn.Linear(3, 3))
     before = [p.clone() for p in model.parameters()]

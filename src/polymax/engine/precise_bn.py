@@ -13,32 +13,40 @@ from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 
-@torch.no_grad()
+class _TaskPass(nn.Module):
+    """``model(images, task=task)`` as the one-argument module ``update_bn`` calls (its BatchNorms are the
+    model's: ``modules()`` walks into it)."""
+
+    def __init__(self, model: nn.Module, task: str | tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+        self.train(model.training)  # update_bn restores the mode it finds on the module it is given
+
+    def forward(self, images: torch.Tensor):
+        return self.model(images, task=self.task)
+
+
 def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor], *,
                            task: str | tuple[str, ...] | None = None) -> int:
     """Replace every BatchNorm's running statistics by their average over the forward passes of ``images``
     (each a (B, 3, H, W) batch as the model takes it; ``task``: the tasks to run, None = the model's only one).
-    Returns the number of batches used; the model's training flag and BN momenta are restored."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return 0
-    momenta = [norm.momentum for norm in norms]
-    was_training = model.training
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative moving average: equal weight for every batch
-    model.train()
+    Returns the number of batches used; the model's training flag and BN momenta are restored.
+
+    PyTorch's ``torch.optim.swa_utils.update_bn`` does the work (reset, momentum None = cumulative average, one
+    pass in training mode, momenta and mode restored); the per-query-group BatchNorms of a multi-task model
+    follow it because they implement ``reset_running_stats`` and the cumulative average for every group."""
     count = 0
-    try:
+
+    def counted() -> Iterator[torch.Tensor]:
+        nonlocal count
         for batch in images:
-            model(batch) if task is None else model(batch, task=task)
             count += 1
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.train(was_training)
+            yield batch
+
+    update_bn(counted(), model if task is None else _TaskPass(model, task))
     return count
 
 
