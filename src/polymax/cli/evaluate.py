@@ -5,7 +5,9 @@ normals: their metrics. ``--task NAME`` picks one task of a multi-task model (de
 ``--json`` prints one JSON object (fractions, not percentages) instead. ``--flip``: flip test-time augmentation
 (semantic, depth, normals). ``--set data.normals_dir=DIR`` / ``--set data.options={...}``: the data set's loader
 options, as in ``polymax train``. Depth is scored on the data set's protocol (NYUD-v2: Eigen's crop, 1e-3..10 m)
-when it has one (:mod:`polymax.data.protocol`).
+when it has one (:mod:`polymax.data.protocol`). ``--per-class [FILE]``: per-class tables after the summary (in
+the ``--json`` object under ``per_class``), also written with the summary to FILE (:mod:`polymax.inference.
+class_tables`).
 """
 
 from __future__ import annotations

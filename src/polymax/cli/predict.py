@@ -8,6 +8,8 @@ listed in :mod:`polymax.inference.outputs`. A missing, unreadable or oversized i
 before decoding), a symlink loop or a folder named like an image is reported with its name and skipped; the
 run ends with a summary and exit status 1 if any input failed (2 for a bad model or option). ``--out`` may not
 be an input folder; inside one it is left out of the search, so a run never reads an earlier run's outputs.
+``--format official`` writes the data set's own formats instead (:mod:`polymax.inference.official`); files are
+decoded and prepared in ``--workers`` DataLoader processes (:mod:`polymax.inference.loading`).
 """
 
 from __future__ import annotations
