@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "run a model on your images and write pictures and label maps"
+HELP = "run a model on your images (or videos) and write pictures and label maps"
 
 EPILOG = """files per image NAME (at the image's size): NAME_semantic.png (16-bit class ids), NAME_semantic_color.png,
 NAME_panoptic.png (16-bit segment ids) + NAME_segments.json (COCO-panoptic segments_info), NAME_panoptic_color.png,
@@ -32,7 +32,9 @@ Grayscale images are repeated into RGB; the alpha channel of RGBA images is drop
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or quoted glob patterns")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders or quoted glob patterns; video files (.mp4, .mov, .avi, .mkv, "
+                             ".webm; the video extra) are predicted frame by frame into NAME_TASK_overlay.mp4")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors), or a "
                         "Hugging Face Hub repo id owner/name (the hub extra; cached for offline use)")
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from polymax.inference.official import OFFICIAL_TASKS, OfficialWriter
     from polymax.inference.outputs import write_outputs
     from polymax.inference.predictor import Predictor
+    from polymax.inference.video import is_video, predict_video
     from polymax.structures import MultiTaskResult
 
     if args.batch_size < 1:
@@ -115,10 +118,20 @@ def run(args: argparse.Namespace) -> int:
 
     failures = list(found.problems)
     succeeded = 0
-    files = InputFiles(found.images, predictor.preprocess, max_pixels=args.max_pixels, keep_pixels=args.overlay)
+    videos = [item for item in found.images if is_video(item.path)]
+    for item in videos:         # frame by frame, each written back as a video (the video extra)
+        try:
+            predict_video(predictor, item.path, out_dir=out_dir, name=item.name, progress=not args.no_progress)
+            succeeded += 1
+        except UserError as error:
+            failures.append(f"{item.path}: {error}")
+            print(f"failed: {item.path}: {error}", file=sys.stderr)
+    images = [item for item in found.images if not is_video(item.path)]
+    files = InputFiles(images, predictor.preprocess, max_pixels=args.max_pixels, keep_pixels=args.overlay)
     loader = input_loader(files, batch_size=args.batch_size,
                           workers=default_workers() if args.workers is None else args.workers)
-    bar = tqdm(total=len(found.images), unit="image", desc="predict", disable=args.no_progress, file=sys.stderr)
+    bar = tqdm(total=len(images), unit="image", desc="predict", disable=args.no_progress or not images,
+               file=sys.stderr)
     for batch in loader:
         for bad in (loaded for loaded in batch if loaded.error is not None):
             failures.append(bad.error)

@@ -128,7 +128,7 @@ class OfficialWriter:
             self._add_panoptic(result, name=name, source=source, identifier=identifier)
         elif result.task == "instance":
             self._add_instances(result, identifier)
-        else:
+        elif result.semantic is not None:
             values = self._semantic_values(result.semantic)
             _save(self.out_dir / "semantic" / f"{name}.png", lambda path: _save_grey(values, path))
 
@@ -161,7 +161,7 @@ class OfficialWriter:
 
     def _add_instances(self, result: SegmentationResult, identifier: int | str) -> None:
         for segment in result.segments or []:
-            mask = result.panoptic == segment.panoptic_id
+            mask = np.asarray(result.panoptic) == segment.panoptic_id
             self._instances.append({"image_id": identifier, "category_id": int(self._category[segment.category]),
                                     "segmentation": coco_rle.encode(mask), "score": round(float(segment.score), 6)})
 
@@ -183,7 +183,9 @@ def _save(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def _save_json(path: Path, content: object) -> Path:
-    return _save(path, lambda target: target.write_text(json.dumps(content) + "\n"))
+    def write(target: Path) -> None:
+        target.write_text(json.dumps(content) + "\n")
+    return _save(path, write)
 
 
 def _save_grey(values: np.ndarray, path: Path) -> None:
