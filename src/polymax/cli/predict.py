@@ -26,7 +26,10 @@ millimetres), NAME_depth_color.png, NAME_normals.png (RGB = (n+1)/2) + NAME_norm
 NAME_probabilities.png (--probabilities), NAME_TASK_overlay.png (--overlay); with --npy also
 NAME_depth.npy, NAME_normals.npy, NAME_probabilities.npy. Only the files of the task run are written; with
 --task all (or a,b) each task's files go under OUT/TASK/ (one model call per batch for all the tasks).
-Grayscale images are repeated into RGB; the alpha channel of RGBA images is dropped."""
+Grayscale images are repeated into RGB; the alpha channel of RGBA images is dropped.
+--format official instead: OUT/panoptic/NAME.png (RGB ids) + OUT/panoptic.json, OUT/instances.json (COCO results,
+RLE), OUT/semantic/NAME.png, in the data set's own ids (docs/predict_eval.md). A video (the video extra): every
+frame predicted, written as NAME_TASK_overlay.mp4."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
