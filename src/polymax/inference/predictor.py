@@ -25,7 +25,10 @@ re-normalised). Panoptic merging runs at the network's input resolution, so its 
 in training and evaluation.
 
 Batching: ``predict_batch`` runs up to ``batch_size`` images per forward pass; images whose padded sizes
-differ go in separate passes, so every result equals the one-image result (no extra padding).
+differ go in separate passes, so every result equals the one-image result (no extra padding). The input side is
+a separate, picklable step: ``predictor.prepare(array)`` (or ``predictor.preprocess``, a :class:`Preprocess`, in
+DataLoader workers, as ``polymax predict`` runs it) gives a :class:`PreparedImage`, and ``predict_prepared`` runs
+the model on a list of them.
 
 Memory: an image whose longer side exceeds ``max_size`` (default 2048) is first shrunk to it, in uint8 with an
 antialiasing filter, before any float copy exists; the network then sees the geometry above and the results are
