@@ -5,7 +5,9 @@ normals: their metrics. ``--task NAME`` picks one task of a multi-task model (de
 ``--json`` prints one JSON object (fractions, not percentages) instead. ``--flip``: flip test-time augmentation
 (semantic, depth, normals). ``--set data.normals_dir=DIR`` / ``--set data.options={...}``: the data set's loader
 options, as in ``polymax train``. Depth is scored on the data set's protocol (NYUD-v2: Eigen's crop, 1e-3..10 m)
-when it has one (:mod:`polymax.data.protocol`).
+when it has one (:mod:`polymax.data.protocol`). ``--per-class [FILE]``: per-class tables after the summary (in
+the ``--json`` object under ``per_class``), also written with the summary to FILE (:mod:`polymax.inference.
+class_tables`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--per-class", nargs="?", const="", default=None, metavar="FILE",
+                        help="also print per-class tables (panoptic PQ/SQ/RQ and IoU, semantic IoU, instance AP); "
+                             "with FILE also write them, beside the summary, as JSON")
     parser.add_argument("--flip", action="store_true",
                         help="flip test-time augmentation: average with the mirrored image's prediction "
                              "(semantic, depth, normals; normals' x negated)")
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import polymax
     from polymax.data import build_dataset, generation_options
     from polymax.errors import UserError
+    from polymax.inference.class_tables import format_class_table, tables_json, write_report
     from polymax.inference.evaluate import evaluate, format_table
     from polymax.runtime import resolve_device
 
@@ -67,15 +73,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"the {args.dataset} {args.split} split is empty")
     from polymax.data.requirements import require_labels
     require_labels(dataset, (task,), preset=model.config.preset, name=args.dataset, split=args.split)
+    tables: dict | None = None if args.per_class is None else {}
     metrics = evaluate(model, dataset=dataset, task=task, batch_size=args.batch_size, device=device,
                        precision=args.precision, max_batches=args.limit,
-                       resize_longer_side=args.resize_longer_side, progress=not args.json, flip=args.flip)
+                       resize_longer_side=args.resize_longer_side, progress=not args.json, flip=args.flip,
+                       per_class=tables)
     if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
-                         indent=2))
+        shown = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+        print(json.dumps(shown if tables is None else {**shown, "per_class": tables_json(tables)}, indent=2))
     else:
         print(f"{args.model} ({task}) on {args.dataset} / {args.split}:")
         print(format_table(metrics))
+        for table in (tables or {}).values():
+            print("\n" + format_class_table(table))
+    if args.per_class:
+        write_report(args.per_class, metrics, tables or {})
     return 0
 
 

@@ -49,11 +49,13 @@ PANOPTIC_COLUMNS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq
 @torch.no_grad()
 def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] | None = None, batch_size: int = 1,
              device: torch.device | str = "cpu", precision: str = "fp32", max_batches: int | None = None,
-             resize_longer_side: int | None = None, progress: bool = False, flip: bool = False) -> dict[str, float]:
+             resize_longer_side: int | None = None, progress: bool = False, flip: bool = False,
+             per_class: dict | None = None) -> dict[str, float]:
     """Metrics of ``model`` (with ``.config``) over ``dataset`` (Samples, any sizes when batch_size is 1).
 
     ``task``: a task name, several, or None for every task of the model; with more than one task the keys are
-    prefixed ``"<task>/"``. One forward pass per batch serves every task."""
+    prefixed ``"<task>/"``. One forward pass per batch serves every task. ``per_class``: a dict that receives
+    task → :class:`~polymax.metrics.class_table.ClassTable` for the tasks whose metrics have per-class results."""
     from tqdm import tqdm
 
     from polymax.data.collate import collate
@@ -102,6 +104,8 @@ def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] |
     for name, metric in metrics.items():
         prefix = f"{name}/" if len(names) > 1 else ""
         results.update({prefix + key: value for key, value in metric.compute().items()})
+        if per_class is not None and hasattr(metric, "per_class"):
+            per_class[name] = metric.per_class()
     return results
 
 

@@ -25,7 +25,10 @@ re-normalised). Panoptic merging runs at the network's input resolution, so its 
 in training and evaluation.
 
 Batching: ``predict_batch`` runs up to ``batch_size`` images per forward pass; images whose padded sizes
-differ go in separate passes, so every result equals the one-image result (no extra padding).
+differ go in separate passes, so every result equals the one-image result (no extra padding). The input side is
+a separate, picklable step: ``predictor.prepare(array)`` (or ``predictor.preprocess``, a :class:`Preprocess`, in
+DataLoader workers, as ``polymax predict`` runs it) gives a :class:`PreparedImage`, and ``predict_prepared`` runs
+the model on a list of them.
 
 Memory: an image whose longer side exceeds ``max_size`` (default 2048) is first shrunk to it, in uint8 with an
 antialiasing filter, before any float copy exists; the network then sees the geometry above and the results are
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
@@ -128,6 +132,8 @@ class Predictor:
         if max_size is not None and max_size < 33:
             raise UserError(f"max size must be at least 33 pixels, got {max_size}")
         self.batch_size, self.resize, self.max_size = batch_size, resize, max_size
+        fixed_size = None if fixed is None else (int(fixed[0]), int(fixed[1]))
+        self.preprocess = Preprocess(size=self.size, resize=resize, max_size=max_size, fixed_size=fixed_size)
         # predict(..., task=OTHER) on a model with several tasks: a predictor per task on the same runner.
         self._by_task: dict[str, Predictor] = {self.task: self}
         self._options: dict[str, Any] = dict(batch_size=batch_size, resize=resize, size=size, max_size=max_size)
@@ -187,7 +193,18 @@ class Predictor:
         """Results in input order; up to ``batch_size`` images of equal padded size per forward pass. ``images``:
         a sequence of what :meth:`predict` takes, a (B, H, W, C) array or a (B, C, H, W) tensor. ``task`` as in
         :meth:`predict`: several tasks give one :class:`MultiTaskResult` per image, one model call per batch."""
-        arrays = as_arrays(images)
+        return self.predict_prepared([self.prepare(array) for array in as_arrays(images)],
+                                     probabilities=probabilities, task=task)
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """One (H, W, 3) RGB array → the network's input and its geometry (:class:`Preprocess`, which DataLoader
+        workers can run without the model)."""
+        return self.preprocess(image)
+
+    def predict_prepared(self, images: Sequence[PreparedImage], *, probabilities: bool = False,
+                         task: str | Sequence[str] | None = None) -> list[Result] | list[MultiTaskResult]:
+        """:meth:`predict_batch` on inputs already prepared by :meth:`prepare` (or a :class:`Preprocess` of this
+        predictor's ``preprocess``, e.g. in a DataLoader worker); results in input order."""
         chosen = self._selection(task)
         if isinstance(chosen, str):
             one = self.for_task(chosen)
@@ -196,7 +213,7 @@ class Predictor:
                 raw = one.runner(batch)
                 return [one._finish(raw, slot, plan, probabilities) for slot, plan in enumerate(plans)]
 
-            return one._in_batches(arrays, run_one)
+            return one._in_batches(images, run_one)
         predictors = {name: self.for_task(name) for name in chosen}
         runner = self.runner
         assert isinstance(runner, TorchRunner)      # _selection refused several tasks on an exported graph
@@ -206,7 +223,7 @@ class Predictor:
             return [MultiTaskResult({name: predictors[name]._finish(outputs[name], slot, plan, probabilities)
                                      for name in chosen}) for slot, plan in enumerate(plans)]
 
-        return self._in_batches(arrays, run_all)
+        return self._in_batches(images, run_all)
 
     def _selection(self, task: str | Sequence[str] | None) -> str | tuple[str, ...]:
         """What ``task=`` asks for: one task name, or the tuple of several in the model's order."""
@@ -218,53 +235,24 @@ class Predictor:
             raise UserError(_one_task_per_graph(self.task))
         return select_tasks(self.config, task)
 
-    def _in_batches(self, arrays: list[np.ndarray],
+    def _in_batches(self, images: Sequence[PreparedImage],
                     run: Callable[[Tensor, list[Geometry]], list[Answer]]) -> list[Answer]:
         """``run`` (a batch, its images' geometries → one answer per image) on groups of up to ``batch_size``
         images of equal padded size; the answers in input order."""
-        plans = [self.geometry(array.shape[:2]) for array in arrays]
-        answers: list[Answer | None] = [None] * len(arrays)
-        pending = list(range(len(arrays)))
+        answers: list[Answer | None] = [None] * len(images)
+        pending = list(range(len(images)))
         while pending:
-            network = plans[pending[0]].network
-            group = [i for i in pending if plans[i].network == network][: self.batch_size]
-            batch = torch.cat([self._prepare(arrays[i], plans[i]) for i in group])
-            for index, answer in zip(group, run(batch, [plans[i] for i in group])):
+            network = images[pending[0]].geometry.network
+            group = [i for i in pending if images[i].geometry.network == network][: self.batch_size]
+            batch = torch.cat([images[i].image for i in group])
+            for index, answer in zip(group, run(batch, [images[i].geometry for i in group])):
                 answers[index] = answer
             pending = [i for i in pending if i not in group]
         return [answer for answer in answers if answer is not None]
 
     def geometry(self, original: tuple[int, int]) -> Geometry:
         """Where an image of size ``original`` (H, W) goes inside the network's input."""
-        original = (int(original[0]), int(original[1]))
-        if self.resize == "none":
-            content = self._capped(original)
-            return Geometry(original, content, padded_size(content))
-        scale = min(self.size[0] / original[0], self.size[1] / original[1])
-        height, width = (min(max(1, round(n * scale)), limit) for n, limit in zip(original, self.size))
-        network = self.runner.fixed_size or padded_size(self.size)
-        return Geometry(original, (height, width), (network[0], network[1]))
-
-    def _capped(self, size: tuple[int, int]) -> tuple[int, int]:
-        """``size`` shrunk so that its longer side is at most ``max_size`` (aspect ratio kept)."""
-        if self.max_size is None or max(size) <= self.max_size:
-            return size[0], size[1]
-        scale = self.max_size / max(size)
-        return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
-
-    def _prepare(self, array: np.ndarray, plan: Geometry) -> Tensor:
-        """(H, W, 3) uint8 or float 0..255 → (1, 3, H_net, W_net) float32: shrunk to ``max_size`` first if larger
-        (uint8, antialiased: no full-size float copy), resized into the content box, padded with 127.5."""
-        capped = self._capped((array.shape[0], array.shape[1]))
-        if capped != tuple(array.shape[:2]):
-            array = _shrink(array, capped)
-        if not array.flags.writeable:       # torch warns on read-only memory; a uint8 copy is cheap
-            array = array.copy()
-        image = torch.from_numpy(array).permute(2, 0, 1)[None].float()
-        if tuple(image.shape[-2:]) != plan.content:
-            image = resize_bilinear(image, plan.content)
-        pad_h, pad_w = plan.network[0] - plan.content[0], plan.network[1] - plan.content[1]
-        return F.pad(image, (0, pad_w, 0, pad_h), value=PAD_VALUE)
+        return self.preprocess.geometry(original)
 
     def _finish(self, raw: TaskOutput, slot: int, plan: Geometry, probabilities: bool) -> Result:
         output = output_slice(raw, slot)
@@ -273,6 +261,60 @@ class Predictor:
             result.probabilities = probabilities_at_input(output, plan).cpu().numpy()
             result.clusters = get_task(self.task).cluster_captions(output, self.config)
         return result
+
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One image as the network takes it: (1, 3, H_net, W_net) float32, and where the image lies in it."""
+
+    image: Tensor
+    geometry: Geometry
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The predictor's input geometry (module docstring) without the model: small and picklable, so DataLoader
+    workers decode and prepare images while the model runs. ``size``: the (H, W) geometry of 'fit';
+    ``fixed_size``: a static graph's input size (None: padded to 32k+1)."""
+
+    size: tuple[int, int]
+    resize: str = "fit"
+    max_size: int | None = MAX_SIZE
+    fixed_size: tuple[int, int] | None = None
+
+    def __call__(self, array: np.ndarray) -> PreparedImage:
+        """(H, W, 3) uint8 or float 0..255 → the network's input: shrunk to ``max_size`` first if larger (uint8,
+        antialiased: no full-size float copy), resized into the content box, padded with 127.5."""
+        plan = self.geometry(array.shape[:2])
+        capped = self.capped((array.shape[0], array.shape[1]))
+        if capped != tuple(array.shape[:2]):
+            array = _shrink(array, capped)
+        if not array.flags.writeable:       # torch warns on read-only memory; a uint8 copy is cheap
+            array = array.copy()
+        image = torch.from_numpy(array).permute(2, 0, 1)[None].float()
+        if tuple(image.shape[-2:]) != plan.content:
+            image = resize_bilinear(image, plan.content)
+        pad_h, pad_w = plan.network[0] - plan.content[0], plan.network[1] - plan.content[1]
+        return PreparedImage(F.pad(image, (0, pad_w, 0, pad_h), value=PAD_VALUE), plan)
+
+    def geometry(self, original: tuple[int, int]) -> Geometry:
+        """Where an image of size ``original`` (H, W) goes inside the network's input."""
+        original = (int(original[0]), int(original[1]))
+        if self.resize == "none":
+            content = self.capped(original)
+            return Geometry(original, content, padded_size(content))
+        scale = min(self.size[0] / original[0], self.size[1] / original[1])
+        height, width = (min(max(1, round(n * scale)), limit) for n, limit in zip(original, self.size))
+        network = self.fixed_size or padded_size(self.size)
+        return Geometry(original, (height, width), (network[0], network[1]))
+
+    def capped(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``size`` shrunk so that its longer side is at most ``max_size`` (aspect ratio kept)."""
+        if self.max_size is None or max(size) <= self.max_size:
+            return size[0], size[1]
+        scale = self.max_size / max(size)
+        return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def _several(task: object) -> bool:

@@ -164,6 +164,36 @@ class InstanceMetrics:
         keys = [*INSTANCE_KEYS, *(f"ar_{m}" for m in max_dets)]
         if not self._images:
             return dict.fromkeys(keys, math.nan)
+        evaluator = self._accumulate(max_dets)
+        # precision: (IoU thresholds, recall points, classes, area ranges, max dets); recall drops the 2nd axis.
+        precision, recall = evaluator.eval["precision"], evaluator.eval["recall"]
+        at_50, at_75, area = self._axes(evaluator)
+        result = {
+            "ap": _mean_defined(precision[:, :, :, area["all"], -1]),
+            "ap50": _mean_defined(precision[at_50, :, :, area["all"], -1]),
+            "ap75": _mean_defined(precision[at_75, :, :, area["all"], -1]),
+        }
+        for size in ("small", "medium", "large"):
+            result[f"ap_{size}"] = _mean_defined(precision[:, :, :, area[size], -1])
+        for index, max_det in enumerate(max_dets):
+            result[f"ar_{max_det}"] = _mean_defined(recall[:, :, area["all"], index])
+        return result
+
+    def per_class(self) -> dict[str, np.ndarray]:
+        """Per thing class (in ``thing_classes`` order): ``ap``, ``ap50``, ``ap75`` over all areas at
+        ``max_detections`` (NaN where the class has no ground truth instance and no detection)."""
+        count = len(self.thing_classes)
+        if not self._images:
+            return {key: np.full(count, math.nan) for key in ("ap", "ap50", "ap75")}
+        evaluator = self._accumulate([1, 10, self.max_detections])
+        precision = evaluator.eval["precision"]
+        at_50, at_75, area = self._axes(evaluator)
+        table = {"ap": precision[:, :, :, area["all"], -1], "ap50": precision[at_50, :, :, area["all"], -1],
+                 "ap75": precision[at_75, :, :, area["all"], -1]}
+        # The class axis is the second-to-last one left: (…, classes).
+        return {key: np.array([_mean_defined(values[..., k]) for k in range(count)]) for key, values in table.items()}
+
+    def _accumulate(self, max_dets: list[int]):
         evaluator = self._coco_eval_class(self._coco(self._gt_annotations), self._coco(self._detections), "segm")
         evaluator.params.imgIds = [image["id"] for image in self._images]
         evaluator.params.catIds = [c + 1 for c in self.thing_classes]
@@ -171,24 +201,19 @@ class InstanceMetrics:
         with contextlib.redirect_stdout(io.StringIO()):
             evaluator.evaluate()
             evaluator.accumulate()
-        # precision: (IoU thresholds, recall points, classes, area ranges, max dets); recall drops the 2nd axis.
-        precision, recall = evaluator.eval["precision"], evaluator.eval["recall"]
+        return evaluator
+
+    @staticmethod
+    def _axes(evaluator) -> tuple[int, int, dict[str, int]]:
+        """Indices of IoU 0.5 and 0.75 on the threshold axis, and of each area range."""
         iou_thresholds = evaluator.params.iouThrs
         area = {label: i for i, label in enumerate(evaluator.params.areaRngLbl)}
-
-        def mean_defined(values: np.ndarray) -> float:
-            defined = values[values > -1]
-            return float(defined.mean()) if defined.size else math.nan
-
         at_50 = int(np.argmin(np.abs(iou_thresholds - 0.5)))
         at_75 = int(np.argmin(np.abs(iou_thresholds - 0.75)))
-        result = {
-            "ap": mean_defined(precision[:, :, :, area["all"], -1]),
-            "ap50": mean_defined(precision[at_50, :, :, area["all"], -1]),
-            "ap75": mean_defined(precision[at_75, :, :, area["all"], -1]),
-        }
-        for size in ("small", "medium", "large"):
-            result[f"ap_{size}"] = mean_defined(precision[:, :, :, area[size], -1])
-        for index, max_det in enumerate(max_dets):
-            result[f"ar_{max_det}"] = mean_defined(recall[:, :, area["all"], index])
-        return result
+        return at_50, at_75, area
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    """Mean of the entries COCO defines (it writes −1 where there is nothing to evaluate); NaN if none."""
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else math.nan

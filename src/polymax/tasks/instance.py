@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from polymax.config.model import ModelConfig, TaskConfig
 from polymax.geometry import Geometry, resize_to_input
 from polymax.metrics import InstanceMetrics
+from polymax.metrics.class_table import ClassTable, class_table
 from polymax.structures import SegmentationOutput, SegmentationResult, Targets
 from polymax.tasks.base import LabelField, Picture, Saver
 from polymax.tasks.keys import with_key
@@ -149,6 +150,7 @@ class InstanceTaskMetrics:
 
     def __init__(self, config: ModelConfig) -> None:
         info = config.dataset
+        self.names = info.class_names
         self.metric = InstanceMetrics(thing_classes=info.thing_classes, label_divisor=info.label_divisor)
 
     def update(self, result: SegmentationResult, targets: Targets, index: int) -> None:
@@ -164,3 +166,7 @@ class InstanceTaskMetrics:
 
     def compute(self) -> dict[str, float]:
         return self.metric.compute()
+
+    def per_class(self) -> ClassTable:
+        """Mask AP, AP50 and AP75 of every thing class."""
+        return class_table("instance", self.metric.per_class(), names=self.names, classes=self.metric.thing_classes)

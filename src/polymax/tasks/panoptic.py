@@ -20,6 +20,7 @@ from polymax.config.model import ModelConfig, TaskConfig
 from polymax.geometry import Geometry
 from polymax.losses.kmax_criterion import KMaXCriterion
 from polymax.metrics import PanopticMetrics, SemanticMetrics
+from polymax.metrics.class_table import ClassTable, class_table
 from polymax.model.heads.classification import ClassHead
 from polymax.structures import SegmentationOutput, SegmentationResult, SegmentInfo, Targets, TaskOutput
 from polymax.tasks.base import LabelField, Picture, Saver, Task
@@ -197,6 +198,7 @@ class PanopticTaskMetrics:
 
     def __init__(self, config: ModelConfig) -> None:
         info = config.dataset
+        self.info = info
         self.panoptic = PanopticMetrics(num_classes=info.num_classes, thing_classes=info.thing_classes,
                                         label_divisor=info.label_divisor, ignore_label=info.ignore_label)
         self.semantic = SemanticMetrics(num_classes=info.num_classes, ignore_label=info.ignore_label)
@@ -208,6 +210,13 @@ class PanopticTaskMetrics:
 
     def compute(self) -> dict[str, float]:
         return {**self.panoptic.compute(), **summary(self.semantic.compute())}
+
+    def per_class(self) -> ClassTable:
+        """PQ / SQ / RQ, TP / FP / FN and the semantic map's IoU of every class."""
+        columns = dict(self.panoptic.per_class())
+        columns["iou"] = self.semantic.per_class_iou()
+        return class_table("panoptic", columns, names=self.info.class_names,
+                           things=[c in self.info.thing_classes for c in range(self.info.num_classes)])
 
 
 def summary(semantic_values: dict[str, float]) -> dict[str, float]:

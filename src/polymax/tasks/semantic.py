@@ -21,6 +21,7 @@ from polymax.errors import UserError
 from polymax.geometry import Geometry, resize_to_input
 from polymax.losses.polymax_criterion import PerPixelSemanticCriterion, SemanticCriterion
 from polymax.metrics import SemanticMetrics
+from polymax.metrics.class_table import ClassTable, class_table
 from polymax.model.heads.classification import ClassHead
 from polymax.model.heads.per_pixel import PerPixelClassHead
 from polymax.model.heads.semantic import SemanticClusterHead
@@ -178,6 +179,7 @@ class SemanticTaskMetrics:
 
     def __init__(self, config: ModelConfig) -> None:
         info = config.dataset
+        self.names = info.class_names
         self.semantic = SemanticMetrics(num_classes=info.num_classes, ignore_label=info.ignore_label)
 
     def update(self, result: SegmentationResult, targets: Targets, index: int) -> None:
@@ -185,3 +187,7 @@ class SemanticTaskMetrics:
 
     def compute(self) -> dict[str, float]:
         return summary(self.semantic.compute())
+
+    def per_class(self) -> ClassTable:
+        """The IoU of every class."""
+        return class_table("semantic", {"iou": self.semantic.per_class_iou()}, names=self.names)
