@@ -139,3 +139,16 @@ def test_export_cli_task_any_prints_the_index_and_checks_each_task(exported):
     assert [line.split("(")[1].split(")")[0] for line in lines] == list(TASKS)
     values = [float(word.rstrip(",")) for line in lines for word in line.split("difference:")[1].split()[1::2]]
     assert len(values) == 6 and max(values) <= TOLERANCE
+
+
+@pytest.mark.slow   # the dynamo exporter takes ~30 s for the tiny model
+def test_the_dynamo_exporter_writes_the_task_input_graph_too(tmp_path, model):
+    pytest.importorskip("onnxscript")
+    result = export_onnx(model, tmp_path / "dynamo.onnx", task="any", exporter="dynamo")
+    images = torch.rand(1, 3, 65, 65, generator=torch.Generator().manual_seed(5)) * 255
+    for task in TASKS:
+        exported = OnnxRunner(result.path, task=task).run_arrays(images)
+        with torch.no_grad():
+            reference = model(images, task=task)[task].final
+        assert all(float((value - getattr(reference, name)).abs().max()) <= TOLERANCE
+                   for name, value in exported.items()), task

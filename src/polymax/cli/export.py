@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, help="static input width (default: the preset's crop size)")
     parser.add_argument("--dynamic", action="store_true",
                         help="any batch size and any input size of the form 32k+1 (padding done by the caller)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default 17; 18 with --exporter dynamo, its lowest)")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
-                        help="torch.onnx exporter (default torchscript; dynamo needs onnxscript and is slower)")
+                        help="torch.onnx exporter (default torchscript; dynamo needs onnxscript, opset >= 18 and "
+                             "exports 7-9x slower, with the same outputs)")
     parser.add_argument("--check", action="store_true",
                         help="compare onnxruntime with PyTorch on one input and print the max abs difference")
 

@@ -1,8 +1,8 @@
 """ONNX export of the network, and an onnxruntime runner for :class:`~polymax.inference.predictor.Predictor`.
 
-The graph holds the network for one task (a multi-task model is exported once per ``--task``): ``images``
-float32 (B, 3, H, W), RGB 0..255 → the model-resolution fields the task names in ``export_names``
-(:mod:`polymax.tasks`):
+The graph holds the network for one task (a multi-task model is exported once per ``--task``, or as one graph
+with the task as an input, below): ``images`` float32 (B, 3, H, W), RGB 0..255 → the model-resolution fields the
+task names in ``export_names`` (:mod:`polymax.tasks`):
 
     mask_logits (B, K, h, w), and by task: class_logits (B, K, C + 1) | depth (B, 1, h, w) + cluster_depth (B, K)
     | normals (B, 3, h, w) + cluster_normals (B, K, 3),   h = (H − 1)/s + 1 for the padded H (stride s = 4 or 2).
@@ -25,8 +25,8 @@ with a second input ``task``, an int64 scalar: the index of the task in the JSON
 (T, 77) table, so it runs only the task asked for. Tasks with query centres of their own, another head or other
 outputs (depth, normals) cannot share a graph: a one-line error says to export one graph per task.
 
-Exporters: 'torchscript' (default; fast, needs only ``onnx``) or 'dynamo' (``torch.export``; needs
-``onnxscript``; much slower to export).
+Exporters: 'torchscript' (default; opset 17; fast, needs only ``onnx``) or 'dynamo' (``torch.export``; opset 18
+or newer; needs ``onnxscript``; 7–9× slower to export, the same outputs: docs/benchmarks.md, docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ METADATA_CONFIG = "polymax_config"
 METADATA_DYNAMIC = "polymax_dynamic"
 METADATA_TASK = "polymax_task"
 METADATA_TASKS = "polymax_tasks"
+# The ONNX opset each exporter writes by default (dynamo: the lowest it converts to correctly).
+DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def task_input_tasks(model: nn.Module, task: str | tuple[str, ...] | list[str]) 
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, task: str | tuple[str, ...] | None = None,
-                height: int | None = None, width: int | None = None, dynamic: bool = False, opset: int = 17,
+                height: int | None = None, width: int | None = None, dynamic: bool = False, opset: int | None = None,
                 exporter: str = "torchscript") -> ExportResult:
     """Write ``model`` (a polymax model with ``.config``) as an ONNX graph of one task (None = the model's only
     task), or of several with the task as an input (``"any"``, a tuple of names or "a,b"); see the module
@@ -146,8 +148,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, task: str | tuple[str, ..
     several = task == ANY_TASK or isinstance(task, (tuple, list)) or (isinstance(task, str) and "," in task)
     tasks = task_input_tasks(model, task) if several and task is not None else ()
     task = tasks[0] if tasks else config.task(task if isinstance(task, str) else None).name
-    if exporter not in ("torchscript", "dynamo"):
+    if exporter not in DEFAULT_OPSET:
         raise UserError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
+    opset = DEFAULT_OPSET[exporter] if opset is None else opset
+    if exporter == "dynamo" and opset < 18:
+        # Below 18 the dynamo exporter's down-conversion leaves opset-18 attributes behind (Split's num_outputs,
+        # from nn.MultiheadAttention: every OneFormer model), an invalid graph; docs/decisions.md.
+        raise UserError(f"--exporter dynamo writes opset 18 or newer, got --opset {opset}")
     if dynamic and (height or width):
         raise UserError("give either --dynamic or --height/--width, not both")
     if (height is None) != (width is None):
@@ -190,7 +197,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, task: str | tuple[str, ..
             if dynamic:
                 shapes = ({0: torch.export.Dim("batch"), 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},
                           *([None] if tasks else []))
-            torch.onnx.export(network, inputs, str(target), dynamo=True, dynamic_shapes=shapes, **options)
+            # One file, as the TorchScript path writes (the largest preset, ConvNeXt-L, is far below 2 GB).
+            torch.onnx.export(network, inputs, str(target), dynamo=True, dynamic_shapes=shapes,
+                              external_data=False, **options)
         model.eval()
 
     graph = onnx.load(str(target))
