@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, help="ONNX opset (default 17; 18 with --exporter dynamo, its lowest)")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                         help="torch.onnx exporter (default torchscript; dynamo needs onnxscript, opset >= 18 and "
-                             "exports 7-9x slower, with the same outputs)")
+                             "takes 4-8x the CPU time to export, with the same outputs)")
     parser.add_argument("--check", action="store_true",
                         help="compare onnxruntime with PyTorch on one input and print the max abs difference")
 

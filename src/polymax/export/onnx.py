@@ -26,7 +26,8 @@ with a second input ``task``, an int64 scalar: the index of the task in the JSON
 outputs (depth, normals) cannot share a graph: a one-line error says to export one graph per task.
 
 Exporters: 'torchscript' (default; opset 17; fast, needs only ``onnx``) or 'dynamo' (``torch.export``; opset 18
-or newer; needs ``onnxscript``; 7–9× slower to export, the same outputs: docs/benchmarks.md, docs/decisions.md).
+or newer; needs ``onnxscript``; 4–8× the CPU time to export, the same outputs: docs/benchmarks.md,
+docs/decisions.md).
 """
 
 from __future__ import annotations
