@@ -117,6 +117,16 @@ def test_export_cli_with_check_and_bad_inputs(tmp_path, panoptic_model, capsys):
         OnnxRunner(tmp_path / "junk.onnx")
 
 
+def test_dynamo_exporter_refuses_opsets_below_18(tmp_path, panoptic_model, capsys):
+    # At opset 17 its down-conversion leaves Split(num_outputs) of nn.MultiheadAttention: an invalid graph.
+    with pytest.raises(UserError, match="opset 18 or newer, got --opset 17"):
+        export_onnx(panoptic_model, tmp_path / "x.onnx", exporter="dynamo", opset=17)
+    save_pretrained(panoptic_model, tmp_path / "model")
+    assert main(["export", "onnx", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "x.onnx"),
+                 "--exporter", "dynamo", "--opset", "16"]) == 2
+    assert "opset 18 or newer" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
 @pytest.mark.slow
 def test_dynamo_exporter_matches_pytorch(tmp_path, panoptic_model):
     pytest.importorskip("onnxscript")

@@ -81,3 +81,36 @@ def test_joint_training_runs_on_the_panoptic_loader(tmp_path, dataset, write):
     result = fit(config, model=model, objective=build_objective(model.config, config),
                  train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config))
     assert result.step == 2 and all(math.isfinite(loss) and loss > 0 for loss in result.losses)
+
+
+def _folder(root):
+    """The custom-folder layout (polymax.data.folder): images/, panoptic/ RGB-encoded class·divisor + instance
+    PNGs and dataset.yaml with a stuff and a thing class; three images, one of them without the thing."""
+    (root / "images").mkdir(parents=True)
+    (root / "panoptic").mkdir()
+    (root / "dataset.yaml").write_text("name: my_rooms\nlabel_divisor: 1000\n"
+                                       "classes: [wall, {name: chair, thing: true}]\n")
+    for index in range(3):
+        ids = np.zeros((H, W), dtype=np.int64)                          # class 0 (wall), stuff: instance 0
+        if index < 2:
+            ids[: H // 2, W // 2:] = 1 * 1000 + 1                       # two chairs (class 1) on the right
+            ids[H // 2:, W // 2:] = 1 * 1000 + 2
+        ids[:2] = 255 * 1000                                            # a void strip (void_value 255)
+        rgb = np.zeros((H, W, 3), dtype=np.uint8) + 60
+        rgb[:, W // 2:] = 200 if index < 2 else 60
+        Image.fromarray(rgb).save(root / "images" / f"room{index}.png")
+        Image.fromarray(_encode(ids)).save(root / "panoptic" / f"room{index}.png")
+
+
+def test_joint_training_runs_on_the_folder_loader(tmp_path):
+    _folder(tmp_path / "data")
+    config = oneformer_config(tmp_path / "run", "model.preset=oneformer_kmax_tiny_synth", "data.dataset=folder",
+                              f"data.root={tmp_path / 'data'}", "data.crop_size=[33,33]", "steps=2",
+                              "data.batch_size=2", "loss.inst_disc_samples=64", "precise_bn_batches=0")
+    model = build_training_model(config)
+    assert model.config.dataset.class_names == ("wall", "chair")      # the folder's dataset.yaml label space
+    assert model.config.dataset.thing_classes == (1,)
+    objective = build_objective(model.config, config)
+    result = fit(config, model=model, objective=objective, train_set=build_train_set(config, model.config),
+                 collate_fn=build_collate(model.config))
+    assert result.step == 2 and all(math.isfinite(loss) and loss > 0 for loss in result.losses)

@@ -54,7 +54,7 @@ from polymax.config.model import ModelConfig
 from polymax.errors import UserError
 from polymax.geometry import Geometry, padded_size, resize_bilinear
 from polymax.inference.images_io import load_rgb, to_rgb
-from polymax.inference.runner import Runner, TorchRunner
+from polymax.inference.runner import Runner, TaskInputRunner, TorchRunner
 from polymax.structures import MultiTaskResult, Result, TaskOutput
 from polymax.tasks import get_task
 from polymax.tasks.base import output_slice, probabilities_at_input
@@ -105,6 +105,8 @@ class Predictor:
         else:
             if precision != "fp32" or compile:
                 raise UserError("precision and compile apply to PyTorch models; an exported graph runs as exported")
+            if isinstance(model, TaskInputRunner) and one_task in model.tasks:
+                model = model.for_task(one_task)        # a graph with a task input: the task asked for
             self.runner = model
             if several:
                 raise UserError(_one_task_per_graph(model.task))
@@ -149,7 +151,8 @@ class Predictor:
     def from_onnx(cls, path: str | Path, **options) -> Predictor:
         """A predictor running a graph written by ``polymax export onnx`` in onnxruntime (CPU)."""
         from polymax.export.onnx import OnnxRunner
-        return cls(OnnxRunner(path), **options)
+        task = options.get("task")      # a graph with a task input needs the task (its one-line error otherwise)
+        return cls(OnnxRunner(path, task=task if isinstance(task, str) and not _several(task) else None), **options)
 
     @overload
     def predict(self, image: ImageInput, *, probabilities: bool = False, task: SeveralTasks) -> MultiTaskResult: ...

@@ -2,14 +2,15 @@
 (:class:`TorchRunner`) or an exported graph (``polymax.export.onnx.OnnxRunner``). Both take (B, 3, H, W) float RGB
 0..255 with H, W of the form 32k+1 and return the final :class:`~polymax.structures.TaskOutput` of one task at the
 model resolution of that padded input (the predictor takes each image's slice of it in float32). A TorchRunner also
-runs several tasks in one model call (``run_tasks``); an exported graph holds one task only.
+runs several tasks in one model call (``run_tasks``); an exported graph runs one task per call (a graph with a task
+input, a :class:`TaskInputRunner`, answers each of its tasks).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,16 @@ class Runner(Protocol):
     fixed_size: tuple[int, int] | None
 
     def __call__(self, images: Tensor) -> TaskOutput: ...
+
+
+@runtime_checkable
+class TaskInputRunner(Runner, Protocol):
+    """A runner of one graph that answers several tasks (an ONNX graph with a task input): ``tasks`` lists them;
+    ``for_task`` is the runner of another of them (the same session)."""
+
+    tasks: tuple[str, ...]
+
+    def for_task(self, task: str) -> TaskInputRunner: ...
 
 
 class TorchRunner:

@@ -73,10 +73,11 @@ def _page(predictor: Predictor, body: str, task: str | None = None) -> bytes:
 
 
 def _choices(predictor: Predictor) -> tuple[str, ...]:
-    """The tasks a request may name: every task of a PyTorch model, only its own task for an exported graph."""
+    """The tasks a request may name: every task of a PyTorch model, those of an exported graph's task input, or
+    only its own task for a one-task graph."""
     if isinstance(predictor.runner, TorchRunner):
         return predictor.config.task_names
-    return (predictor.task,)
+    return getattr(predictor.runner, "tasks", (predictor.task,))
 
 
 def _task_selector(predictor: Predictor, task: str | None) -> str:
@@ -85,8 +86,9 @@ def _task_selector(predictor: Predictor, task: str | None) -> str:
     if len(choices) < 2:
         return ""
     chosen = task or predictor.task
+    every = (ALL_TASKS,) if isinstance(predictor.runner, TorchRunner) else ()    # a graph runs one task a call
     options = "".join(f'<option value="{html.escape(name)}"{" selected" if name == chosen else ""}>'
-                      f"{html.escape(name)}</option>" for name in (*choices, ALL_TASKS))
+                      f"{html.escape(name)}</option>" for name in (*choices, *every))
     return f'<label>task <select id="task-select" name="task">{options}</select></label>\n'
 
 
@@ -96,11 +98,12 @@ def _requested_task(predictor: Predictor, task: str | None) -> str | None:
     if not task:
         return None
     choices = _choices(predictor)
-    if task in choices or (task == ALL_TASKS and len(choices) > 1):
+    if task in choices or (task == ALL_TASKS and len(choices) > 1 and isinstance(predictor.runner, TorchRunner)):
         return task
-    if task in predictor.config.task_names or task == ALL_TASKS:   # an exported graph: one task per graph
-        raise UserError(f"this server runs an exported graph of the {predictor.task} task only, not {task!r}; "
-                        "serve the model folder (--model DIR) to ask for other tasks")
+    if task in predictor.config.task_names or task == ALL_TASKS:   # an exported graph: its task(s), one at a time
+        raise UserError(f"this server runs an exported graph of the {' / '.join(choices)} task"
+                        f"{'s' if len(choices) > 1 else ''}, one at a time, not {task!r}; serve the model folder "
+                        "(--model DIR) to ask for other tasks")
     raise UserError(f"unknown task {task!r}; this model's tasks are {', '.join(choices)} or {ALL_TASKS}")
 
 
