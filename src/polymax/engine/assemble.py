@@ -154,8 +154,9 @@ def build_collate(model_config: ModelConfig):
     return partial(collate, ignore_label=info.ignore_label, label_divisor=info.label_divisor)
 
 
-def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device):
-    """``evaluate_fn(model) -> metrics`` on the evaluation split, or None when it has no such split."""
+def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device, context=None):
+    """``evaluate_fn(model) -> metrics`` on the evaluation split, or None when it has no such split. With a
+    distributed ``context`` every rank scores its share of the images (call it on every rank)."""
     from polymax.data import build_dataset, generation_options
     from polymax.inference.evaluate import evaluate
 
@@ -168,7 +169,7 @@ def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device)
         print(f"no periodic evaluation: {error}")
         return None
     return partial(evaluate, dataset=dataset, batch_size=1, device=device, precision=config.precision,
-                   max_batches=config.eval_batches)
+                   max_batches=config.eval_batches, context=context)
 
 
 def _checked_dataset(build_dataset, name: str, **kwargs):

@@ -92,7 +92,8 @@ def train(config: TrainConfig, *, resume: bool | str = False, allow_config_chang
             model = build_training_model(config)
             config = dataclasses.replace(config, precise_bn_batches=precise_bn_batches(config))   # None → this run's
             _say(context, "resolved training config:\n" + config.to_yaml())
-            evaluate_fn = build_evaluate_fn(config, model.config, device=context.device) if config.eval_every else None
+            evaluate_fn = build_evaluate_fn(config, model.config, device=context.device,
+                                            context=context) if config.eval_every else None
             return fit(config, model=model, objective=build_objective(model.config, config),
                        train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config),
                        resume=bool(resume), evaluate_fn=evaluate_fn, context=context)
@@ -151,7 +152,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
 
     Each micro-batch runs ``model(images, task=model.tasks)`` (every task on one trunk pass) and
     objective(output: ModelOutput, targets) → LossTerms; train_set[(index, seed)] → one augmented sample;
-    collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on rank 0.
+    collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on every rank (each scores
+    its share of the images; :func:`polymax.inference.evaluate.evaluate` merges them).
     """
     context = context or distributed.DistributedContext()
     config, _ = fill_step_defaults(config)   # a TrainConfig built by hand may leave the warm-up to the run length
@@ -251,7 +253,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                 used = recalibrate_at_end(model, batches, count=config.precise_bn_batches, device=device)
                 _say(context, f"precise BN: BatchNorm statistics re-estimated on {used} training batches", bar)
             if evaluate_fn is not None and ((config.eval_every and step % config.eval_every == 0) or done):
-                metrics = _evaluate_on_main(context, evaluate_fn, model, generators)
+                metrics = _evaluate_on_every_rank(context, evaluate_fn, model, generators)
                 log.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
                 _say(context, f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), bar)
             if done or (config.checkpoint_every and step % config.checkpoint_every == 0):
@@ -333,17 +335,17 @@ def _save(context: distributed.DistributedContext, directory: Path, *, model: nn
     return directory
 
 
-def _evaluate_on_main(context, evaluate_fn, model: nn.Module, generators) -> dict[str, float]:
-    """Evaluate on rank 0 with the RNG streams put back afterwards, so evaluation never changes training."""
-    metrics: dict[str, float] = {}
-    if context.is_main:
-        saved = capture_rng(generators)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate_fn(model)
-        model.train(was_training)
-        restore_rng(saved, generators)
+def _evaluate_on_every_rank(context, evaluate_fn, model: nn.Module, generators) -> dict[str, float]:
+    """Evaluate rank 0's model (every rank scores a share) with the RNG streams put back afterwards, so
+    evaluation never changes training."""
+    distributed.broadcast_buffers(context, model)
+    saved = capture_rng(generators)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        metrics = evaluate_fn(model)
+    model.train(was_training)
+    restore_rng(saved, generators)
     distributed.barrier(context)
     return metrics
 
