@@ -123,3 +123,39 @@ def test_two_gloo_processes_give_the_one_process_metrics(tmp_path):
     for rank in range(2):
         with open(tmp_path / f"rank{rank}.json") as file:
             _assert_same({k: (math.nan if v is None else v) for k, v in json.load(file).items()}, single)
+
+
+REFERENCE_SCRIPT = """
+import json, sys, torch
+import polymax
+from polymax.config.train import TrainConfig
+from polymax.engine.assemble import build_evaluate_fn
+from polymax.engine.checkpoint import saved_config
+last = sys.argv[1]
+config = TrainConfig.from_dict(saved_config(last))
+model = polymax.load_model(last)
+print(json.dumps(build_evaluate_fn(config, model.config, device=torch.device("cpu"))(model)))
+"""
+
+
+@pytest.mark.slow  # ~40 s: a 2-rank training run under torchrun, then one evaluation process
+def test_periodic_evaluation_under_ddp_scores_the_saved_model_on_every_image(tmp_path):
+    """The eval/* scalars of a 2-rank run (each rank a share of the evaluation images, rank 0's BatchNorm
+    statistics on both) equal one process evaluating the model the run saved."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    train = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "polymax",
+         "train", "--preset", "kmax_tiny_test", "--steps", "2", "--batch-size", "4", "--out", str(out),
+         "--set", "data.workers=0", "--set", "progress=false", "--set", "eval_every=2", "--set", "eval_batches=3",
+         "--set", "optim.warmup_steps=1"], capture_output=True, text=True, timeout=600, env=env)
+    assert train.returncode == 0, train.stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "scalars.jsonl").read_text().splitlines()]
+    during = {key.removeprefix("eval/"): value for record in logged for key, value in record.items()
+              if key.startswith("eval/")}
+    assert during
+    reference = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, str(out / "last")], capture_output=True,
+                               text=True, timeout=300, env=env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    single = json.loads(reference.stdout.splitlines()[-1].replace("NaN", "null"))
+    _assert_same(during, {k: (math.nan if v is None else v) for k, v in single.items() if k in during})
