@@ -138,7 +138,7 @@ print(json.dumps(build_evaluate_fn(config, model.config, device=torch.device("cp
 """
 
 
-@pytest.mark.slow  # ~40 s: a 2-rank training run under torchrun, then one evaluation process
+@pytest.mark.slow  # ~15 s: a 2-rank training run under torchrun, then one evaluation process
 def test_periodic_evaluation_under_ddp_scores_the_saved_model_on_every_image(tmp_path):
     """The eval/* scalars of a 2-rank run (each rank a share of the evaluation images, rank 0's BatchNorm
     statistics on both) equal one process evaluating the model the run saved."""
