@@ -67,20 +67,21 @@ def _set_field(section: Any, name: str, value: Any, key: str) -> Any:
     return replace(section, **{name: value})
 
 
-def build_backbone(config: BackboneConfig) -> nn.Module:
+def build_backbone(config: BackboneConfig, *, checkpoint: bool = False) -> nn.Module:
+    """``checkpoint``: gradient checkpointing of the stages in training (``ModelConfig.checkpoint_backbone``)."""
     keep = config.drop_path_keep
     if config.name == "resnet50":
         from polymax.model.backbones.resnet import resnet50
-        return resnet50(drop_path_keep=keep)
+        return resnet50(drop_path_keep=keep, checkpoint=checkpoint)
     if config.name == "resnet_tiny":
         from polymax.model.backbones.resnet import resnet_tiny
-        return resnet_tiny(width=config.width, drop_path_keep=keep)
+        return resnet_tiny(width=config.width, drop_path_keep=keep, checkpoint=checkpoint)
     if config.name == "axial_resnet50":
         from polymax.model.backbones.axial_resnet import axial_resnet50
-        return axial_resnet50(drop_path_keep=keep)
+        return axial_resnet50(drop_path_keep=keep, checkpoint=checkpoint)
     if config.name in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large"):
         from polymax.model.backbones import convnext
-        return getattr(convnext, config.name)(drop_path_keep=keep)
+        return getattr(convnext, config.name)(drop_path_keep=keep, checkpoint=checkpoint)
     raise UserError(f"unknown backbone {config.name!r}; use resnet50, axial_resnet50, "
                     "convnext_{tiny,small,base,large} or resnet_tiny")
 
@@ -141,7 +142,7 @@ def build_model(preset: str | ModelConfig | TokenizerConfig, **overrides: Any) -
     from polymax.model.meta_arch import KMaX
     from polymax.model.pixel_decoder import KMaXPixelDecoder
 
-    backbone = build_backbone(config.backbone)
+    backbone = build_backbone(config.backbone, checkpoint=config.checkpoint_backbone)
     pd = config.pixel_decoder
     stride = backbone.strides[5 - len(pd.dims)]     # the endpoint the last decoder stage fuses with
     if stride != config.high_res_stride:
@@ -212,7 +213,7 @@ def build_baseline(config: ModelConfig) -> nn.Module:
         if head is None:
             raise UserError(f"the deeplabv3plus baseline has no head for the {task.name} task")
         heads[task.name] = head
-    backbone = build_backbone(config.backbone)
+    backbone = build_backbone(config.backbone, checkpoint=config.checkpoint_backbone)
     if config.baseline_output_stride == 16:
         from polymax.model.baseline import atrous_last_stage
         atrous_last_stage(backbone, name=config.backbone.name)

@@ -5,9 +5,11 @@ normals: their metrics. ``--task NAME`` picks one task of a multi-task model (de
 ``--json`` prints one JSON object (fractions, not percentages) instead. ``--flip``: flip test-time augmentation
 (semantic, depth, normals). ``--set data.normals_dir=DIR`` / ``--set data.options={...}``: the data set's loader
 options, as in ``polymax train``. Depth is scored on the data set's protocol (NYUD-v2: Eigen's crop, 1e-3..10 m)
-when it has one (:mod:`polymax.data.protocol`). ``--per-class [FILE]``: per-class tables after the summary (in
-the ``--json`` object under ``per_class``), also written with the summary to FILE (:mod:`polymax.inference.
-class_tables`).
+when it has one (:mod:`polymax.data.protocol`). ``--precision bf16|fp16``: autocast; ``--compile``: torch.compile.
+``--per-class [FILE]``: per-class tables after the summary (in the ``--json`` object under ``per_class``), also
+written with the summary to FILE (:mod:`polymax.inference.class_tables`). Under ``torchrun --nproc_per_node N``
+the images are split over the N processes and their metric states merged: the numbers are those of one process
+(:mod:`polymax.inference.evaluate`); rank 0 prints them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resize images so the longer side has this length (deeplab2's COCO / ADE20K "
                              "geometry: the crop size); predictions are mapped back to the raw size")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32 (default), or bf16 / fp16 autocast (GPUs gain most)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (the first image of each size compiles)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--per-class", nargs="?", const="", default=None, metavar="FILE",
                         help="also print per-class tables (panoptic PQ/SQ/RQ and IoU, semantic IoU, instance AP); "
@@ -49,18 +54,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import polymax
-    from polymax.data import build_dataset, generation_options
+    from polymax.engine import distributed
     from polymax.errors import UserError
-    from polymax.inference.class_tables import format_class_table, tables_json, write_report
-    from polymax.inference.evaluate import evaluate, format_table
-    from polymax.runtime import resolve_device
 
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise UserError(f"data root {args.data_root} does not exist or is not a folder")
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         raise UserError("--batch-size and --limit must be at least 1")
-    device = resolve_device(args.device)
+    context = distributed.setup(args.device)       # torchrun: join the group, this rank's device
+    try:
+        return _run(args, context)
+    finally:
+        distributed.teardown(context)
+
+
+def _run(args: argparse.Namespace, context) -> int:
+    import polymax
+    from polymax.data import build_dataset, generation_options
+    from polymax.errors import UserError
+    from polymax.inference.class_tables import format_class_table, tables_json, write_report
+    from polymax.inference.evaluate import evaluate, format_table
+
+    device = context.device
     model = polymax.load_model(args.model, map_location=device)
     task = model.config.task(args.task).name           # a one-line error listing the choices
     if not args.no_optimise:
@@ -77,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(model, dataset=dataset, task=task, batch_size=args.batch_size, device=device,
                        precision=args.precision, max_batches=args.limit,
                        resize_longer_side=args.resize_longer_side, progress=not args.json, flip=args.flip,
-                       per_class=tables)
+                       compile=args.compile, context=context, per_class=tables)
+    if not context.is_main:
+        return 0
     if args.json:
         shown = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
         print(json.dumps(shown if tables is None else {**shown, "per_class": tables_json(tables)}, indent=2))

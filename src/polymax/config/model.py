@@ -149,6 +149,9 @@ class ModelConfig:
     baseline_output_stride: 'deeplabv3plus' only: 16 = the paper's DeepLabv3+ (ResNet stage5 atrous, rate 2, ASPP
         6/12/18 at stride 16); 32 = stage5 strided as in kMaX (what baseline folders saved without the field
         were, so they load unchanged).
+    checkpoint_backbone: gradient checkpointing of the backbone's stages in training (less activation memory,
+        about one more backbone forward pass per step; the same outputs, gradients and BatchNorm statistics).
+        No effect on inference. Folders saved without the field load with it off.
     """
 
     preset: str = ""
@@ -165,6 +168,7 @@ class ModelConfig:
     # Preprocessing: inputs are resized / padded to a 32k+1 size; `crop_size` is the training / eval
     # geometry (H, W) the preset was designed for.
     crop_size: tuple[int, int] = (1281, 1281)
+    checkpoint_backbone: bool = False
 
     @property
     def task_names(self) -> tuple[str, ...]:

@@ -168,17 +168,18 @@ def build_eval_set(config: TrainConfig, model_config: ModelConfig):
         return None
 
 
-def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device, dataset=None):
+def build_evaluate_fn(config: TrainConfig, model_config: ModelConfig, *, device, dataset=None, context=None):
     """``evaluate_fn(model) -> metrics`` on the evaluation split (``dataset``: that split, already built), or None
     when it has no such split. The function takes ``max_batches=`` to override ``eval_batches`` (0: no image,
-    just the metric names, each NaN)."""
+    just the metric names, each NaN). With a distributed ``context`` every rank scores its share of the images
+    (call it on every rank)."""
     from polymax.inference.evaluate import evaluate
 
     dataset = dataset if dataset is not None else build_eval_set(config, model_config)
     if dataset is None:
         return None
     return partial(evaluate, dataset=dataset, batch_size=1, device=device, precision=config.precision,
-                   max_batches=config.eval_batches)
+                   max_batches=config.eval_batches, context=context)
 
 
 def _checked_dataset(build_dataset, name: str, **kwargs):

@@ -55,8 +55,8 @@ def setup(device: str = "auto") -> DistributedContext:
     else:
         chosen = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        # Periodic evaluation runs on rank 0 while the others wait at a barrier; a full COCO val pass can
-        # outlast the default 10-minute NCCL timeout, so allow two hours.
+        # A rank that finishes its share of an evaluation waits for the others (and COCO AP is computed after
+        # the gather); a full COCO val pass can outlast the default 10-minute NCCL timeout, so allow two hours.
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
 
@@ -127,6 +127,22 @@ def gather_objects(context: DistributedContext, obj: object) -> list[object]:
     gathered: list[object] = [None] * context.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def broadcast_buffers(context: DistributedContext, model: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank. DDP broadcasts them at the start of each forward
+    pass, but that pass then updates every rank's copy with its own batch; before the ranks evaluate shares
+    of one set, they must all hold the model rank 0 saves."""
+    if context.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+def shard(count: int, context: DistributedContext) -> range:
+    """This rank's contiguous block of ``count`` items (0..count-1): rank r of W takes
+    [r·count//W, (r+1)·count//W). Blocks in rank order are the items in order, which is what lets sharded
+    evaluation merge the ranks' metric states into exactly the state of one process."""
+    return range(context.rank * count // context.world_size, (context.rank + 1) * count // context.world_size)
 
 
 def barrier(context: DistributedContext) -> None:

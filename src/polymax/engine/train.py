@@ -110,7 +110,8 @@ def train(config: TrainConfig, *, resume: bool | str = False, allow_config_chang
             config = dataclasses.replace(config, precise_bn_batches=precise_bn_batches(config))   # None → this run's
             _say(context, "resolved training config:\n" + config.to_yaml())
             eval_set = build_eval_set(config, model.config) if config.eval_every else None
-            evaluate_fn = build_evaluate_fn(config, model.config, device=context.device, dataset=eval_set) \
+            evaluate_fn = build_evaluate_fn(config, model.config, device=context.device, dataset=eval_set,
+                                            context=context) \
                 if eval_set is not None else None
             check_tracking(config, has_evaluation=evaluate_fn is not None)
             if config.keep_best and evaluate_fn is not None:   # every rank, before training: names, no images
@@ -187,7 +188,8 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
 
     Each micro-batch runs ``model(images, task=model.tasks)`` (every task on one trunk pass) and
     objective(output: ModelOutput, targets) → LossTerms; train_set[(index, seed)] → one augmented sample;
-    collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on rank 0.
+    collate_fn(samples) → Batch(images, targets); evaluate_fn(model) → metrics, run on every rank (each scores
+    its share of the images; :func:`polymax.inference.evaluate.evaluate` merges them).
     picture_set: held-out Samples whose first PICTURE_IMAGES are drawn to TensorBoard after each evaluation.
     """
     context = context or distributed.DistributedContext()
@@ -293,7 +295,7 @@ def fit(config: TrainConfig, *, model: nn.Module, objective: Callable, train_set
                 used = recalibrate_at_end(model, batches, count=config.precise_bn_batches, device=device)
                 _say(context, f"precise BN: BatchNorm statistics re-estimated on {used} training batches", bar)
             if evaluate_fn is not None and ((config.eval_every and step % config.eval_every == 0) or done):
-                metrics, picture = _evaluate_on_main(context, evaluate_fn, model, generators, draw=draw)
+                metrics, picture = _evaluate_on_every_rank(context, evaluate_fn, model, generators, draw=draw)
                 log.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
                 if picture is not None:
                     log.picture("eval/predictions", step, picture)
@@ -379,21 +381,22 @@ def _save(context: distributed.DistributedContext, directory: Path, *, model: nn
     return directory
 
 
-def _evaluate_on_main(context, evaluate_fn, model: nn.Module, generators,
-                      draw: Callable[[nn.Module], Any] | None = None) -> tuple[dict[str, float], Any]:
-    """Evaluate (and ``draw`` the prediction pictures) on rank 0 with the RNG streams put back afterwards, so
-    evaluation never changes training. Returns (metrics, picture or None); ({}, None) on other ranks."""
-    metrics: dict[str, float] = {}
+def _evaluate_on_every_rank(context, evaluate_fn, model: nn.Module, generators,
+                            draw: Callable[[nn.Module], Any] | None = None) -> tuple[dict[str, float], Any]:
+    """Evaluate rank 0's model (every rank scores a share; rank 0 also ``draw``s the prediction pictures) with
+    the RNG streams put back afterwards, so evaluation never changes training. Returns (metrics, picture or
+    None)."""
+    distributed.broadcast_buffers(context, model)
+    saved = capture_rng(generators)
+    was_training = model.training
+    model.eval()
     picture = None
-    if context.is_main:
-        saved = capture_rng(generators)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate_fn(model)
-            picture = draw(model) if draw is not None else None
-        model.train(was_training)
-        restore_rng(saved, generators)
+    with torch.no_grad():
+        metrics = evaluate_fn(model)
+        if draw is not None and context.is_main:
+            picture = draw(model)
+    model.train(was_training)
+    restore_rng(saved, generators)
     distributed.barrier(context)
     return metrics, picture
 

@@ -14,6 +14,13 @@ Conventions carried by the data: a data set with a depth ``protocol`` (:mod:`pol
 however it is read) has depth scored on the protocol's crop and valid range, whatever the model was trained on.
 ``flip=True`` (semantic, depth, normals): each image's map is averaged with the flipped image's, flipped back
 (normals' n_x negated), by :func:`polymax.inference.tta.predict_dense`.
+
+Sharded (``context`` with world_size W > 1, e.g. ``torchrun --nproc_per_node W -m polymax eval``): rank r runs
+the r-th contiguous block of the batches, then every rank gathers every rank's metric states (``state()``) and
+merges them in rank order (``merge()``), so the metrics are those of one process that saw every batch: counts
+and confusion matrices add exactly, COCO AP sees the same images, ids and order, and the float sums (panoptic
+IoU sums, depth and normal-angle sums, all float64) differ only by the order of the additions (~1e-16
+relative). Every rank returns the same metrics.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from polymax.engine import distributed
 from polymax.errors import UserError
 from polymax.geometry import Geometry, padded_size, resize_bilinear
+from polymax.inference.runner import AUTOCAST
 from polymax.inference.tta import predict_dense
 from polymax.structures import DepthResult, NormalsResult, SegmentationResult
 from polymax.tasks import get_task
@@ -50,17 +59,25 @@ PANOPTIC_COLUMNS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq
 def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] | None = None, batch_size: int = 1,
              device: torch.device | str = "cpu", precision: str = "fp32", max_batches: int | None = None,
              resize_longer_side: int | None = None, progress: bool = False, flip: bool = False,
+             compile: bool = False, context: distributed.DistributedContext | None = None,
              per_class: dict | None = None) -> dict[str, float]:
     """Metrics of ``model`` (with ``.config``) over ``dataset`` (Samples, any sizes when batch_size is 1).
 
     ``task``: a task name, several, or None for every task of the model; with more than one task the keys are
-    prefixed ``"<task>/"``. One forward pass per batch serves every task. ``per_class``: a dict that receives
-    task → :class:`~polymax.metrics.class_table.ClassTable` for the tasks whose metrics have per-class results."""
+    prefixed ``"<task>/"``. One forward pass per batch serves every task. ``precision``: 'fp32', or 'bf16' /
+    'fp16' autocast (maps are decoded in float32); ``compile``: run the model through ``torch.compile``.
+    ``context``: this process's rank when the images are split over several (module docstring); every rank
+    must call ``evaluate`` with the same arguments. ``per_class``: a dict that receives task →
+    :class:`~polymax.metrics.class_table.ClassTable` for the tasks whose metrics have per-class results (from the
+    merged states when sharded)."""
     from tqdm import tqdm
 
     from polymax.data.collate import collate
     from polymax.data.protocol import protocol_of
 
+    if precision not in AUTOCAST:
+        raise UserError(f"precision must be one of {', '.join(AUTOCAST)}, got {precision!r}")
+    context = context or distributed.DistributedContext()
     config = model.config
     names = tuple(model.tasks) if task is None else (task,) if isinstance(task, str) else tuple(task)
     settings = {name: config.task(name) for name in names}   # a one-line error for a task the model lacks
@@ -74,32 +91,38 @@ def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] |
             metric.use_protocol(protocol)     # the data's crop and range, not the model's
     decoders = {name: get_task(name).build_decoder(config, task) for name, task in settings.items()}
     info = config.dataset
+    total = math.ceil(len(dataset) / batch_size)
+    total = total if max_batches is None else min(max_batches, total)
+    # Whole batches per rank, so that every batch holds the images it holds in one process.
+    mine = distributed.shard(total, context)
+    images_of_mine = range(mine.start * batch_size, min(mine.stop * batch_size, len(dataset)))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False,
+        torch.utils.data.Subset(dataset, images_of_mine), batch_size=batch_size, shuffle=False,
         collate_fn=lambda samples: collate(samples, ignore_label=info.ignore_label, label_divisor=info.label_divisor))
-    total = len(loader) if max_batches is None else min(max_batches, len(loader))
     model.eval()
-    for index, batch in enumerate(tqdm(loader, total=total, disable=not progress, desc="eval", unit="batch")):
-        if index >= total:
-            break
+    network = torch.compile(model) if compile else model
+    autocast = AUTOCAST[precision]
+    for batch in tqdm(loader, total=len(mine), disable=not (progress and context.is_main), desc="eval", unit="batch"):
         images, targets = batch.images.to(device), batch.targets
         raw_size = tuple(images.shape[-2:])
         images = _resize_longer_side(images, resize_longer_side)
         content = tuple(images.shape[-2:])
         geometry = Geometry(original=raw_size, content=content, network=padded_size(content))
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(torch.device(device).type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             if flip:
                 for name in names:
-                    maps = predict_dense(model, images, task=name, flip=True, output_size=raw_size,
+                    maps = predict_dense(network, images, task=name, flip=True, output_size=raw_size,
                                          task_config=settings[name]).float()
                     for slot in range(images.shape[0]):
                         metrics[name].update(FLIP_RESULTS[name](maps[slot], geometry), targets, slot)
                 continue
-            output = model(images, task=names)
+            output = network(images, task=names)
         for name in names:
             final = output[name].final
             for slot in range(images.shape[0]):
                 metrics[name].update(decoders[name](output_slice(final, slot), geometry), targets, slot)
+    if context.enabled:
+        merge_ranks(metrics, context)
     results: dict[str, float] = {}
     for name, metric in metrics.items():
         prefix = f"{name}/" if len(names) > 1 else ""
@@ -107,6 +130,34 @@ def evaluate(model: nn.Module, *, dataset: Sequence, task: str | Sequence[str] |
         if per_class is not None and hasattr(metric, "per_class"):
             per_class[name] = metric.per_class()
     return results
+
+
+def merge_ranks(metrics: dict[str, object], context: distributed.DistributedContext) -> None:
+    """Replace each rank's metric states by the merge of every rank's, in rank order (one all-gather).
+
+    A task's metrics object either has ``state()`` / ``merge(state)`` and ``reset()`` itself, or keeps its state in
+    attributes that do (the :mod:`polymax.metrics` classes)."""
+    parts = {name: _mergeable_parts(name, metric) for name, metric in metrics.items()}
+    mine = {name: [part.state() for part in task_parts] for name, task_parts in parts.items()}
+    every_rank = distributed.gather_objects(context, mine)
+    for name, task_parts in parts.items():
+        for index, part in enumerate(task_parts):
+            part.reset()
+            for states in every_rank:         # rank order = image order
+                part.merge(states[name][index])
+
+
+def _mergeable_parts(name: str, metric: object) -> list:
+    def mergeable(value: object) -> bool:
+        return all(callable(getattr(value, method, None)) for method in ("state", "merge", "reset"))
+
+    if mergeable(metric):
+        return [metric]
+    parts = [value for value in vars(metric).values() if mergeable(value)]
+    if not parts:
+        raise UserError(f"the {name} task's metrics cannot be combined across processes (no state() / merge()); "
+                        "evaluate it in one process")
+    return parts
 
 
 def _resize_longer_side(images: torch.Tensor, length: int | None) -> torch.Tensor:

@@ -83,6 +83,19 @@ class DepthMetrics:
         self.num_images = 0
         self.num_skipped_images = 0
 
+    def state(self) -> dict[str, object]:
+        """The per-image sums and image counts as plain picklable data; ``merge`` adds them into another instance
+        (sharded evaluation)."""
+        return {"sums": dict(self._sums), "num_images": self.num_images,
+                "num_skipped_images": self.num_skipped_images}
+
+    def merge(self, state: dict) -> None:
+        """Add another instance's :meth:`state` (the sums over other images) to this one's."""
+        for key in DEPTH_METRIC_KEYS:
+            self._sums[key] += float(state["sums"][key])
+        self.num_images += int(state["num_images"])
+        self.num_skipped_images += int(state["num_skipped_images"])
+
     def _crop_mask(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
         if self.eval_crop is None:
             return None

@@ -91,6 +91,25 @@ class InstanceMetrics:
         self._gt_annotations: list[dict] = []
         self._detections: list[dict] = []
 
+    def state(self) -> dict[str, list[dict]]:
+        """Images, ground-truth instances and detections (run-length encoded) as plain picklable data; ``merge``
+        appends them to another instance (sharded evaluation)."""
+        return {"images": [dict(image) for image in self._images],
+                "gt_annotations": [dict(entry) for entry in self._gt_annotations],
+                "detections": [dict(entry) for entry in self._detections]}
+
+    def merge(self, state: dict[str, list[dict]]) -> None:
+        """Append another instance's :meth:`state` after this one's images. Ids are renumbered to continue this
+        instance's, so merging the shares of a split set in order gives exactly the ids (and COCOeval's image
+        order) of one instance that saw every image."""
+        image_offset = len(self._images)
+        for image in state["images"]:
+            self._images.append({**image, "id": image["id"] + image_offset})
+        for entries, own in ((state["gt_annotations"], self._gt_annotations), (state["detections"], self._detections)):
+            offset = len(own)
+            for entry in entries:
+                own.append({**entry, "id": entry["id"] + offset, "image_id": entry["image_id"] + image_offset})
+
     def _encode(self, masks: np.ndarray) -> list[dict]:
         """COCO RLEs of (N, H, W) bool masks."""
         if masks.shape[0] == 0:

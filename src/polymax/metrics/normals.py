@@ -79,6 +79,29 @@ class NormalMetrics:
         num_bins = math.ceil(180.0 / self.median_bin_degrees)
         self._histogram = None if self.exact_median else np.zeros(num_bins, dtype=np.int64)
 
+    def state(self) -> dict[str, object]:
+        """Counts, sums and the median's data (every angle, or the histogram) as plain picklable data; ``merge``
+        adds them into another instance (sharded evaluation)."""
+        return {"thresholds": self.thresholds, "num_pixels": self.num_pixels, "sum": self._sum,
+                "sum_squares": self._sum_squares, "within": list(self._within),
+                "angle_chunks": list(self._angle_chunks),
+                "histogram": None if self._histogram is None else self._histogram.copy()}
+
+    def merge(self, state: dict) -> None:
+        """Add another instance's :meth:`state` (other pixels) to this one's; the angles are appended after this
+        instance's own, so merging shares in image order keeps them in that order."""
+        if tuple(state["thresholds"]) != self.thresholds or (state["histogram"] is None) != self.exact_median:
+            raise ValueError("NormalMetrics.merge: the state comes from a metric with other thresholds or another "
+                             "median method")
+        self.num_pixels += int(state["num_pixels"])
+        self._sum += float(state["sum"])
+        self._sum_squares += float(state["sum_squares"])
+        self._within = [mine + int(theirs) for mine, theirs in zip(self._within, state["within"])]
+        if self.exact_median:
+            self._angle_chunks.extend(state["angle_chunks"])
+        else:
+            self._histogram += state["histogram"]
+
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """Add a batch of (B, 3, H, W) predicted and ground-truth normals."""
         pred = as_tensor(pred, name="normal prediction")

@@ -75,6 +75,22 @@ class PanopticMetrics:
         self.false_positives = np.zeros(self.num_classes, dtype=np.int64)
         self.false_negatives = np.zeros(self.num_classes, dtype=np.int64)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The per-class tallies as plain picklable data; ``merge`` adds them into another instance (sharded
+        evaluation). Each image's matching is complete in the process that saw it, so tallies simply add."""
+        return {"iou_sum": self.iou_sum.copy(), "true_positives": self.true_positives.copy(),
+                "false_positives": self.false_positives.copy(), "false_negatives": self.false_negatives.copy()}
+
+    def merge(self, state: dict[str, np.ndarray]) -> None:
+        """Add another instance's :meth:`state` (the tallies of other images) to this one's."""
+        for name in ("iou_sum", "true_positives", "false_positives", "false_negatives"):
+            values = np.asarray(state[name])
+            if values.shape != (self.num_classes,):
+                raise ValueError(f"PanopticMetrics.merge: {name} has shape {values.shape}, this metric has "
+                                 f"{self.num_classes} classes")
+            own = getattr(self, name)
+            own += values.astype(own.dtype, copy=False)   # in place
+
     def _check_ids(self, ids: np.ndarray, *, name: str) -> np.ndarray:
         if ids.size and ids.min() < 0:
             raise ValueError(f"{name} has negative ids (min {ids.min()})")

@@ -46,6 +46,19 @@ class SemanticMetrics:
         """(C, C + 1) int64 counts: rows ground truth, columns prediction, last column invalid predictions."""
         return self._confusion.numpy().copy()
 
+    def state(self) -> dict[str, np.ndarray]:
+        """What has been accumulated, as plain picklable data: ``merge`` adds it into another instance (sharded
+        evaluation: each process scores its share of the images, then every share's state is merged)."""
+        return {"confusion": self._confusion.numpy().copy()}
+
+    def merge(self, state: dict[str, np.ndarray]) -> None:
+        """Add another instance's :meth:`state` (the counts of other images) to this one's."""
+        confusion = torch.as_tensor(np.asarray(state["confusion"]), dtype=torch.int64)
+        if confusion.shape != self._confusion.shape:
+            raise ValueError(f"SemanticMetrics.merge: a state for {confusion.shape[0]} classes, this metric has "
+                             f"{self.num_classes}")
+        self._confusion += confusion
+
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
         """Add a batch of (B, H, W) predicted and ground-truth class ids."""
         pred = as_tensor(pred, name="semantic prediction")

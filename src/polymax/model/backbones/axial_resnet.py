@@ -40,10 +40,11 @@ class AxialResNet(nn.Module):
     """deeplab2 ``axial_resnet50`` (backbone_type 'resnet_beta', use_axial_beyond_stride 16, GELU).
 
     drop_path_keep: final keep of the linear schedule at stride ≥ 16 (0.8 in the kMaX MaX-S configs).
+    checkpoint: gradient checkpointing of stage2..5 in training, as in :class:`ResNet`.
     """
 
     def __init__(self, *, depths: tuple[int, ...] = (3, 4, 6, 3), width: int = 64, drop_path_keep: float = 1.0,
-                 axial_beyond_stride: int = 16, num_heads: int = 8) -> None:
+                 axial_beyond_stride: int = 16, num_heads: int = 8, checkpoint: bool = False) -> None:
         super().__init__()
         if len(depths) != 4:
             raise ValueError(f"AxialResNet needs 4 stage depths, got {depths}")
@@ -57,12 +58,13 @@ class AxialResNet(nn.Module):
             for i in range(4))
         self.channels: tuple[int, ...] = (2 * width, 4 * width, 8 * width, 16 * width, 32 * width)
         self.strides: tuple[int, ...] = (2, 4, 8, 16, 32)
+        self.checkpoint = checkpoint
         init_convolutions(self)
 
     # The same stem → stage2..5 data flow as the plain ResNet.
     forward = ResNet.forward
 
 
-def axial_resnet50(*, drop_path_keep: float = 1.0) -> AxialResNet:
+def axial_resnet50(*, drop_path_keep: float = 1.0, checkpoint: bool = False) -> AxialResNet:
     """MaX-S: 41.34M parameters, endpoints (128, 256, 512, 1024, 2048) channels."""
-    return AxialResNet(depths=(3, 4, 6, 3), width=64, drop_path_keep=drop_path_keep)
+    return AxialResNet(depths=(3, 4, 6, 3), width=64, drop_path_keep=drop_path_keep, checkpoint=checkpoint)

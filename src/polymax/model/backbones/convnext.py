@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymax.errors import UserError
+from polymax.model.backbones.checkpointing import run_stage
 from polymax.model.layers.drop_path import DropPath
 from polymax.model.layers.norms import LN_EPS, ChannelLayerNorm
 from polymax.structures import Features
@@ -51,10 +52,11 @@ class ConvNeXtBlock(nn.Module):
 
 class ConvNeXt(nn.Module):
     """ConvNeXt with deeplab2's downstream padding. drop_path_keep: the last block's keep probability; keeps
-    go linearly from 1.0 (first block) to it over all blocks (timm's drop_path_rate = 1 − drop_path_keep)."""
+    go linearly from 1.0 (first block) to it over all blocks (timm's drop_path_rate = 1 − drop_path_keep).
+    checkpoint: gradient checkpointing of the four stages' blocks in training (:mod:`.checkpointing`)."""
 
     def __init__(self, *, depths: tuple[int, ...], dims: tuple[int, ...], drop_path_keep: float = 1.0,
-                 layer_scale_init: float = 1e-6) -> None:
+                 layer_scale_init: float = 1e-6, checkpoint: bool = False) -> None:
         super().__init__()
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"ConvNeXt needs 4 depths and 4 dims, got {depths} and {dims}")
@@ -73,6 +75,7 @@ class ConvNeXt(nn.Module):
             first += depth
         self.channels: tuple[int, ...] = (dims[0], dims[0], dims[1], dims[2], dims[3])
         self.strides: tuple[int, ...] = (4, 4, 8, 16, 32)
+        self.checkpoint = checkpoint
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -85,32 +88,37 @@ class ConvNeXt(nn.Module):
     def forward(self, x: Tensor) -> Features:
         stem = self.downsample_layers[0](F.pad(x, STEM_PADDING))
         outputs = [stem]
-        x = self.stages[0](stem)
+        x = run_stage(self.stages[0], stem, enabled=self.checkpoint)
         outputs.append(x)
         for i in range(1, 4):
-            x = self.stages[i](self.downsample_layers[i](F.pad(x, DOWNSAMPLE_PADDING)))
+            x = run_stage(self.stages[i], self.downsample_layers[i](F.pad(x, DOWNSAMPLE_PADDING)),
+                          enabled=self.checkpoint)
             outputs.append(x)
         return Features(*outputs)
 
 
-def convnext_tiny(*, drop_path_keep: float = 1.0) -> ConvNeXt:
+def convnext_tiny(*, drop_path_keep: float = 1.0, checkpoint: bool = False) -> ConvNeXt:
     """27.82M parameters; endpoints (96, 96, 192, 384, 768) channels."""
-    return ConvNeXt(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), drop_path_keep=drop_path_keep)
+    return ConvNeXt(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), drop_path_keep=drop_path_keep,
+                    checkpoint=checkpoint)
 
 
-def convnext_small(*, drop_path_keep: float = 1.0) -> ConvNeXt:
+def convnext_small(*, drop_path_keep: float = 1.0, checkpoint: bool = False) -> ConvNeXt:
     """49.45M parameters; endpoints (96, 96, 192, 384, 768) channels."""
-    return ConvNeXt(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), drop_path_keep=drop_path_keep)
+    return ConvNeXt(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), drop_path_keep=drop_path_keep,
+                    checkpoint=checkpoint)
 
 
-def convnext_base(*, drop_path_keep: float = 1.0) -> ConvNeXt:
+def convnext_base(*, drop_path_keep: float = 1.0, checkpoint: bool = False) -> ConvNeXt:
     """87.56M parameters; endpoints (128, 128, 256, 512, 1024) channels."""
-    return ConvNeXt(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), drop_path_keep=drop_path_keep)
+    return ConvNeXt(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), drop_path_keep=drop_path_keep,
+                    checkpoint=checkpoint)
 
 
-def convnext_large(*, drop_path_keep: float = 1.0) -> ConvNeXt:
+def convnext_large(*, drop_path_keep: float = 1.0, checkpoint: bool = False) -> ConvNeXt:
     """196.23M parameters; endpoints (192, 192, 384, 768, 1536) channels."""
-    return ConvNeXt(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), drop_path_keep=drop_path_keep)
+    return ConvNeXt(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), drop_path_keep=drop_path_keep,
+                    checkpoint=checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------------------

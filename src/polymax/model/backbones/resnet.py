@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from polymax.model.backbones.checkpointing import run_stage
 from polymax.model.layers.blocks import init_convolutions, resnet_stage
 from polymax.model.layers.conv import ConvBN
 from polymax.structures import Features
@@ -27,10 +28,11 @@ class ResNet(nn.Module):
 
     drop_path_keep: final keep probability of deeplab2's linear schedule, applied only to blocks whose input
     runs at stride ≥ 16 (stage4 blocks 2+ and stage5). The kMaX R50 configs use 1.0 (no drop path).
+    checkpoint: gradient checkpointing of stage2..5 in training (:mod:`.checkpointing`; the stem is cheap).
     """
 
     def __init__(self, *, depths: tuple[int, ...] = (3, 4, 6, 3), width: int = 64,
-                 drop_path_keep: float = 1.0) -> None:
+                 drop_path_keep: float = 1.0, checkpoint: bool = False) -> None:
         super().__init__()
         if len(depths) != 4:
             raise ValueError(f"ResNet needs 4 stage depths, got {depths}")
@@ -43,22 +45,23 @@ class ResNet(nn.Module):
             for i in range(4))
         self.channels: tuple[int, ...] = (width, 4 * width, 8 * width, 16 * width, 32 * width)
         self.strides: tuple[int, ...] = (2, 4, 8, 16, 32)
+        self.checkpoint = checkpoint
         init_convolutions(self)
 
     def forward(self, x: Tensor) -> Features:
         stage1 = self.stem(x)
-        stage2 = self.stage2(stage1)          # each stage's first block activates its input
-        stage3 = self.stage3(stage2)
-        stage4 = self.stage4(stage3)
-        stage5 = self.stage5(stage4)
+        stage2 = run_stage(self.stage2, stage1, enabled=self.checkpoint)   # each stage's first block activates
+        stage3 = run_stage(self.stage3, stage2, enabled=self.checkpoint)   # its input
+        stage4 = run_stage(self.stage4, stage3, enabled=self.checkpoint)
+        stage5 = run_stage(self.stage5, stage4, enabled=self.checkpoint)
         return Features(stage1=stage1, stage2=stage2, stage3=stage3, stage4=stage4, stage5=stage5)
 
 
-def resnet50(*, drop_path_keep: float = 1.0) -> ResNet:
+def resnet50(*, drop_path_keep: float = 1.0, checkpoint: bool = False) -> ResNet:
     """The kMaX-DeepLab R50 encoder: 23.51M parameters, endpoints (64, 256, 512, 1024, 2048) channels."""
-    return ResNet(depths=(3, 4, 6, 3), width=64, drop_path_keep=drop_path_keep)
+    return ResNet(depths=(3, 4, 6, 3), width=64, drop_path_keep=drop_path_keep, checkpoint=checkpoint)
 
 
-def resnet_tiny(*, width: int = 16, drop_path_keep: float = 1.0) -> ResNet:
+def resnet_tiny(*, width: int = 16, drop_path_keep: float = 1.0, checkpoint: bool = False) -> ResNet:
     """One block per stage, for fast tests and the synthetic-data demo presets: channels (w, 4w, .., 32w)."""
-    return ResNet(depths=(1, 1, 1, 1), width=width, drop_path_keep=drop_path_keep)
+    return ResNet(depths=(1, 1, 1, 1), width=width, drop_path_keep=drop_path_keep, checkpoint=checkpoint)
