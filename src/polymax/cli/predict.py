@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from polymax.errors import UserError
     from polymax.inference.images_io import collect_inputs
     from polymax.inference.loading import InputFiles, default_workers, input_loader
-    from polymax.inference.official import OFFICIAL_TASKS, OfficialWriter
+    from polymax.inference.official import OfficialWriter, has_official_format
     from polymax.inference.outputs import write_outputs
     from polymax.inference.predictor import Predictor
     from polymax.inference.video import is_video, predict_video
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                        if isinstance(result, MultiTaskResult) else [(result, out_dir)])
             try:
                 for answer, folder in answers:
-                    if official is not None and answer.task in OFFICIAL_TASKS:
+                    if official is not None and has_official_format(answer.task):
                         official.add(answer, name=item.name, source=item.path)
                         continue
                     write_outputs(answer, config=predictor.config, out_dir=folder, name=item.name,

@@ -39,9 +39,17 @@ from polymax.config.model import DatasetInfo
 from polymax.errors import UserError
 from polymax.inference import coco_rle
 from polymax.structures import Result, SegmentationResult
+from polymax.tasks import get_task
 from polymax.tasks.panoptic import segment_id_map
 
-OFFICIAL_TASKS = ("panoptic", "instance", "semantic")
+
+def _format(task: str) -> str | None:
+    return get_task(task).official_format
+
+
+def has_official_format(task: str) -> bool:
+    """Whether ``task``'s results have a data set submission format (``Task.official_format``)."""
+    return _format(task) is not None
 
 
 @dataclass(frozen=True)
@@ -117,18 +125,19 @@ class OfficialWriter:
 
     def add(self, result: Result, *, name: str, source: Path) -> None:
         """Record (and for PNGs write) one image's result of a panoptic, instance or semantic task."""
-        if result.task not in OFFICIAL_TASKS:
+        form = _format(result.task)
+        if form is None:
             raise UserError(f"the {result.task} task has no official format")
         assert isinstance(result, SegmentationResult)
         identifier = image_id(name, self.ids)
         earlier = self._seen.setdefault((result.task, identifier), name)
         if earlier != name:
             raise UserError(f"image id {identifier!r} of {source} is already taken by {earlier!r}; rename one")
-        if result.task == "panoptic":
+        if form == "coco_panoptic":
             self._add_panoptic(result, name=name, source=source, identifier=identifier)
-        elif result.task == "instance":
+        elif form == "coco_results":
             self._add_instances(result, identifier)
-        elif result.semantic is not None:
+        elif result.semantic is not None:           # label_png
             values = self._semantic_values(result.semantic)
             _save(self.out_dir / "semantic" / f"{name}.png", lambda path: _save_grey(values, path))
 
@@ -140,7 +149,7 @@ class OfficialWriter:
                            "isthing": int(c in self.info.thing_classes)} for c in range(self.info.num_classes)]
             record = {"images": self._images, "annotations": self._panoptic, "categories": categories}
             written.append(_save_json(self.out_dir / "panoptic.json", record))
-        if self._instances or any(task == "instance" for task, _ in self._seen):
+        if self._instances or any(_format(task) == "coco_results" for task, _ in self._seen):
             written.append(_save_json(self.out_dir / "instances.json", self._instances))
         return written
 

@@ -92,6 +92,9 @@ class Task:
     loss_section: ClassVar[str]
     export_names: ClassVar[tuple[str, ...]]
     needs_classes: ClassVar[bool] = False        # the label space must have classes (segmentation)
+    # The data set's own submission format of the task's results (``predict --format official``): 'coco_panoptic'
+    # (PNG + JSON), 'coco_results' (instance RLE JSON), 'label_png' (label-id PNGs), or None (no official format).
+    official_format: ClassVar[str | None] = None
 
     # -- model --------------------------------------------------------------------------------------------------
     def build_head(self, config: ModelConfig, task: TaskConfig, *, num_predictions: int,

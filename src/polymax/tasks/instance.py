@@ -50,6 +50,7 @@ class InstanceTask(PanopticTask):
     targets (things), decoding, metrics, pictures and files."""
 
     name = "instance"
+    official_format = "coco_results"
     labels = (LabelField("panoptic", "ids"),)
 
     def trivial_result(self, config: ModelConfig, task: TaskConfig,

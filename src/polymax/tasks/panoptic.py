@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 class PanopticTask(Task):
     name = "panoptic"
+    official_format = "coco_panoptic"
     labels = (LabelField("panoptic", "ids"), LabelField("semantic", "ids"))
     output_type = SegmentationOutput
     result_type = SegmentationResult

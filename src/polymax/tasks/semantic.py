@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 class SemanticTask(Task):
     name = "semantic"
+    official_format = "label_png"
     labels = (LabelField("semantic", "ids"),)
     output_type = SegmentationOutput
     result_type = SegmentationResult
