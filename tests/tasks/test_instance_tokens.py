@@ -149,3 +149,18 @@ def test_train_tokenizer_then_train_eval_and_predict(tmp_path, capsys):
     assert (tmp_path / "out" / "room_instance.png").is_file()
     record = json.loads((tmp_path / "out" / "room_instances.json").read_text())
     assert record["height"] == 40 and record["width"] == 50
+
+
+@pytest.mark.slow
+def test_exports_to_onnx_and_predicts_from_the_graph(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    save_pretrained(build_model(PRESET).eval(), tmp_path / "model")
+    graph = tmp_path / "model.onnx"
+    assert main(["export", "onnx", "--model", str(tmp_path / "model"), "--out", str(graph), "--check"]) == 0
+    report = capsys.readouterr().out
+    assert "boxes" in report and "masks" in report
+    image = tmp_path / "room.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", str(image), "--onnx", str(graph), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert (tmp_path / "out" / "room_instances.json").is_file()
