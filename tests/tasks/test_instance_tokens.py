@@ -164,3 +164,15 @@ def test_exports_to_onnx_and_predicts_from_the_graph(tmp_path, capsys):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(image)
     assert main(["predict", str(image), "--onnx", str(graph), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert (tmp_path / "out" / "room_instances.json").is_file()
+
+
+def test_a_rectangular_cluster_is_its_own_box_prior():
+    from polymax.model.heads.instance_tokens import cluster_box_prior
+
+    logits = torch.zeros(1, 3, 10, 20)
+    logits[0, 1, 2:5, 4:12] = 10.0                       # rows 2..4, columns 4..11
+    logits[0, 0] = 5.0                                   # cluster 0 takes the rest; cluster 2 is empty
+    logits[0, 0, 2:5, 4:12] = 0.0
+    prior = cluster_box_prior(logits)[0]
+    torch.testing.assert_close(prior[1], torch.tensor([8 / 20, 3.5 / 10, 8 / 20, 3 / 10]))
+    torch.testing.assert_close(prior[2], torch.full((4,), 0.5))
