@@ -35,6 +35,7 @@ PERFECT_SCORES = {
     "depth": {"abs_rel": 0.0, "rms": 0.0, "delta1": 1.0},
     "normals": {"mean": 0.0, "within_11_25": 1.0},
     "depth_tokens": {"abs_rel": 0.0, "rms": 0.0, "delta1": 1.0},
+    "instance_tokens": {"ap": 1.0},
 }
 ALL_TASKS = sorted(TASKS)
 

@@ -65,7 +65,6 @@ def test_cli_writes_a_tokenizer_folder_with_its_upper_bound(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "vqvae_huge"], "unknown tokenizer preset"),
-    (["--preset", "vqvae_coco_mask"], "depth tokenizers only"),
     (["--mask-ratio", "1.5"], "--mask-ratio"),
 ])
 def test_cli_mistakes_are_one_line_errors(tmp_path, capsys, argv, message):

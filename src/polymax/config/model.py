@@ -111,7 +111,8 @@ class PostProcessConfig:
 class TaskConfig:
     """One task head on the trunk and its settings (``polymax.tasks`` says what each name means).
 
-    name: a key of ``polymax.tasks.TASKS`` — panoptic | semantic | instance | depth | normals.
+    name: a key of ``polymax.tasks.TASKS`` — panoptic | semantic | instance | depth | normals | depth_tokens |
+        instance_tokens.
     num_queries: 0 = the task reads the shared query group (``kmax_decoder.num_queries`` centres); N > 0 = the
         task owns a group of N cluster centres, with its own softmax and k-means argmax.
     aux_semantic: segmentation tasks: the training-only auxiliary semantic branch, 'decoder' (ASPP + low-level
@@ -121,9 +122,10 @@ class TaskConfig:
         (Taskonomy and the per-pixel baseline).
     depth_eval_crop: the depth evaluation crop, 'nyu' (Eigen's crop) or None.
     value_mlp_layers: depth of the per-cluster MLP for depth / normals.
-    tokenizer / tokenizer_weights / token_decode: the depth_tokens task (AiT, docs/ait.md): the frozen VQ-VAE's
-        preset ('' = vqvae_tiny_synth_depth), a tokenizer model folder its weights start from ('' = none), and
-        how inference decodes the token distributions, 'soft' (AiT) or 'hard' (argmax).
+    tokenizer / tokenizer_weights / token_decode: the depth_tokens and instance_tokens tasks (AiT, docs/ait.md):
+        the frozen VQ-VAE's preset ('' = vqvae_tiny_synth_depth / vqvae_tiny_synth_mask), a tokenizer model folder
+        its weights start from ('' = none), and how inference decodes the token distributions, 'soft' (AiT) or
+        'hard' (argmax).
     """
 
     name: str = "panoptic"

@@ -160,7 +160,10 @@ class LossOptions:
     (samples K, sampling temperature τ_s: 1.5 COCO / ADE20K, 0.6 Cityscapes). semantic_top_k: hard-pixel
     fraction of the auxiliary semantic loss (Cityscapes 0.2). semantic_samples: Gumbel-top-k pixel sub-sampling
     of that loss (0 = off, deeplab2's released behaviour). task_weights: task name → factor on all of that task's
-    loss terms in a model with several tasks (e.g. ``{depth: 2, normals: 2}``; a task not named: 1)."""
+    loss terms in a model with several tasks (e.g. ``{depth: 2, normals: 2}``; a task not named: 1).
+    token_box_weight / token_ce_weight / token_mask_weight: the instance_tokens task only (AiT's instance masks as
+    tokens, docs/ait.md): the box L1, the mask-token cross-entropy and the dice of the soft-decoded crop of every
+    matched cluster (AiT: 5.0 on the decoded mask)."""
 
     class_weight: float = 3.0
     dice_weight: float = 3.0
@@ -174,6 +177,9 @@ class LossOptions:
     semantic_small_instance_area: int = 0
     semantic_small_instance_weight: float = 1.0
     task_weights: dict[str, float] = field(default_factory=dict)
+    token_box_weight: float = 5.0
+    token_ce_weight: float = 1.0
+    token_mask_weight: float = 5.0
 
     def __post_init__(self) -> None:
         checked = {}

@@ -12,6 +12,7 @@ from polymax.tasks.base import Task
 from polymax.tasks.depth import DepthTask
 from polymax.tasks.depth_tokens import DepthTokensTask
 from polymax.tasks.instance import InstanceTask
+from polymax.tasks.instance_tokens import InstanceTokensTask
 from polymax.tasks.normals import NormalsTask
 from polymax.tasks.panoptic import PanopticTask
 from polymax.tasks.semantic import SemanticTask
@@ -23,6 +24,7 @@ TASKS: dict[str, Task] = {
     "depth": DepthTask(),
     "normals": NormalsTask(),
     "depth_tokens": DepthTokensTask(),
+    "instance_tokens": InstanceTokensTask(),
 }
 
 

@@ -5,9 +5,11 @@
 | ``vqvae_nyu_depth`` | 32 (480² → 15×15 tokens) | 16 → 256, 2 res-blocks | 128 × 512 | 7.69 M | AiT's depth config |
 | ``vqvae_coco_mask`` | 16 (64² → 4×4 tokens) | 16 → 128, 2 res-blocks | 128 × 512 | 1.99 M | AiT's instance config |
 | ``vqvae_tiny_synth_depth`` | 8 (64² → 8×8 tokens) | 8 → 32, 1 res-block | 64 × 32 | 0.08 M | the synthetic rooms |
+| ``vqvae_tiny_synth_mask`` | 8 (32² crops → 4×4 tokens) | 8 → 32, 1 res-block | 64 × 32 | 0.08 M | the rooms' objects |
 
-The tiny one keeps the layout and shrinks every width: the synthetic rooms are 65 × 65 pixels, where a ratio of
-32 would leave 2 × 2 tokens per image.
+The tiny ones keep the layout and shrink every width: the synthetic rooms are 65 × 65 pixels, where a ratio of
+32 would leave 2 × 2 tokens per image; their objects are 4 to 40 pixels a side, so the tiny mask tokenizer cuts
+32 × 32 crops (AiT's 16 tokens per instance, at ratio 8).
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ def vqvae_tiny_synth_depth() -> TokenizerConfig:
                            tau=0.8, image_size=64)
 
 
+def vqvae_tiny_synth_mask() -> TokenizerConfig:
+    """A CPU-sized instance-mask tokenizer for the synthetic rooms: 32 × 32 crops in 0..1 → 4 × 4 tokens."""
+    return TokenizerConfig(preset="vqvae_tiny_synth_mask", kind="mask", downsample_ratio=8, hidden_dim=8,
+                           num_resnet_blocks=1, num_codes=64, code_dim=32, use_norm=True, max_value=1.0,
+                           tau=0.8, image_size=32)
+
+
 TOKENIZER_PRESETS: dict[str, Callable[[], TokenizerConfig]] = {
     "vqvae_nyu_depth": vqvae_nyu_depth,
     "vqvae_coco_mask": vqvae_coco_mask,
     "vqvae_tiny_synth_depth": vqvae_tiny_synth_depth,
+    "vqvae_tiny_synth_mask": vqvae_tiny_synth_mask,
 }

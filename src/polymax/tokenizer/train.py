@@ -1,6 +1,8 @@
-"""Training a depth tokenizer (``polymax train-tokenizer``): AiT's recipe with the collapse fixes.
+"""Training a depth or instance-mask tokenizer (``polymax train-tokenizer``): AiT's recipe with the collapse
+fixes.
 
-    each step: a batch of S × S depth crops (metres, 0 = invalid)
+    each step: a batch of S × S depth crops (metres, 0 = invalid) or S × S instance-mask crops (0 / 1; the maps
+               are the crops themselves, ``polymax.tokenizer.masks.instance_crops``)
                input  = the crops with ceil(mask_ratio · #patches) random patch × patch squares set to 0 (AiT's mask
                         augmentation; the target stays the unmasked crop)
                loss   = MSE over valid target pixels + commitment · ‖sg(e) − z‖²; Adam; the EMA codebook updates
@@ -8,7 +10,8 @@
     every restart_every steps: codes no input chose in that window move onto encoder outputs of the current batch
 
 The reconstruction upper bound is the hard round trip decode(encode(depth)) on held-out maps, scored with the
-standard depth metrics (RMS, AbsRel, δ1) over valid pixels, with the codes it used.
+standard depth metrics (RMS, AbsRel, δ1) over valid pixels, with the codes it used; for masks, the mean IoU of
+the thresholded (0.5) round trip with the crop.
 """
 
 from __future__ import annotations
@@ -123,3 +126,26 @@ def evaluate_tokenizer(model: VQVAE, maps: Sequence[Tensor], *, min_depth: float
     return {"rms": scores["rms"], "abs_rel": scores["abs_rel"], "delta1": scores["delta1"],
             "codes_used": int((counts > 0).sum()), "perplexity": float(torch.exp(-(usage * torch.log(usage + 1e-10))
                                                                                 .sum()))}
+
+
+@torch.no_grad()
+def evaluate_mask_tokenizer(model: VQVAE, crops: Sequence[Tensor], *, batch_size: int = 64) -> dict[str, float]:
+    """The hard round trip on (S, S) held-out 0 / 1 instance crops: ``iou`` (mean over crops of the IoU of
+    decode(encode(crop)) > 0.5 with the crop), ``pixel_accuracy``, ``codes_used`` and ``perplexity``."""
+    model.eval()
+    counts = torch.zeros(model.config.num_codes)
+    ious, correct, total = [], 0.0, 0
+    for start in range(0, len(crops), batch_size):
+        batch = torch.stack(list(crops[start: start + batch_size]))[:, None].float()
+        indices = model.encode(batch)
+        counts += torch.bincount(indices.flatten(), minlength=counts.numel()).float()
+        predicted, truth = model.decode(indices) > 0.5, batch > 0.5
+        union = (predicted | truth).flatten(1).sum(dim=1).float()
+        inter = (predicted & truth).flatten(1).sum(dim=1).float()
+        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)))
+        correct += float((predicted == truth).sum())
+        total += truth.numel()
+    usage = counts / counts.sum()
+    return {"iou": float(torch.cat(ious).mean()), "pixel_accuracy": correct / total,
+            "codes_used": int((counts > 0).sum()),
+            "perplexity": float(torch.exp(-(usage * torch.log(usage + 1e-10)).sum()))}
