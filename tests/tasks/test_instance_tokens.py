@@ -176,3 +176,36 @@ def test_a_rectangular_cluster_is_its_own_box_prior():
     prior = cluster_box_prior(logits)[0]
     torch.testing.assert_close(prior[1], torch.tensor([8 / 20, 3.5 / 10, 8 / 20, 3 / 10]))
     torch.testing.assert_close(prior[2], torch.full((4,), 0.5))
+
+
+def test_the_upload_page_serves_the_instance_tokens_answer():
+    import http.client
+    import io
+    import threading
+    import uuid
+
+    from polymax.inference.predictor import Predictor
+    from polymax.serve.app import make_server
+
+    torch.manual_seed(0)
+    httpd = make_server(Predictor(build_model(PRESET)), port=0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(batch(1)[0][0].permute(1, 2, 0), dtype=np.uint8)).save(buffer, format="PNG")
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"room.png\"\r\n\r\n"
+                ).encode() + buffer.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+        connection = http.client.HTTPConnection(*httpd.server_address[:2], timeout=60)
+        connection.request("POST", "/predict", body=body,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = connection.getresponse()
+        page = response.read().decode()
+        connection.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+    assert response.status == 200, page[:300]
+    assert f'task <b id="task">{NAME}</b>' in page and 'id="pred-' in page
