@@ -41,7 +41,7 @@ VARIANTS = {
 }
 
 
-def train(variant: str, *, seed: int, steps: int, batch: int, out: Path):
+def train(variant: str, *, seed: int, steps: int, batch: int, out: Path, lr: float = 2e-3):
     from polymax.config.train import load_config
     from polymax.data import build_dataset
     from polymax.engine.assemble import build_collate, build_train_set, build_training_model
@@ -50,7 +50,7 @@ def train(variant: str, *, seed: int, steps: int, batch: int, out: Path):
     from polymax.engine.train import fit
 
     config = load_config("configs/oneformer_kmax_tiny_synth.yaml", overrides=[
-        "data.workers=0", f"data.batch_size={batch}", f"steps={steps}", "optim.lr=2e-3", "optim.warmup_steps=20",
+        "data.workers=0", f"data.batch_size={batch}", f"steps={steps}", f"optim.lr={lr}", "optim.warmup_steps=20",
         "augment.min_scale=0.75", "augment.max_scale=1.25", "augment.autoaugment_magnitude=0.5",
         f"checkpoint_every={steps}", "log_every=10", f"seed={seed}", "progress=false", "tensorboard=false",
         f"out_dir={out}", "device=cpu", "eval_every=0", *VARIANTS[variant]])
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path("oneformer_evidence"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (the first tables: 2e-3)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from polymax.data import build_dataset
@@ -153,7 +154,7 @@ def main() -> None:
             if variant in results.get(str(seed), {}):
                 continue          # a finished run of an earlier call
             started = time.perf_counter()
-            model = train(variant, seed=seed, steps=args.steps, batch=args.batch,
+            model = train(variant, seed=seed, steps=args.steps, batch=args.batch, lr=args.lr,
                           out=args.out / "runs" / f"{variant}_s{seed}")
             table = evaluate_tokens(model, val)
             results.setdefault(str(seed), {})[variant] = table
