@@ -78,10 +78,10 @@ def synth(split: str, count: int):
     return build_dataset("synth", split=split, size=(SIZE, SIZE), num_samples=count)
 
 
-def evaluate(model, task: str, count: int) -> dict[str, float]:
+def evaluate(model, task: str, count: int, metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
     from polymax.inference.evaluate import evaluate as run
     scores = run(model, dataset=synth("val", count), task=task, batch_size=1)
-    return {key: float(scores[key]) for key in METRICS}
+    return {key: float(scores[key]) for key in metrics}
 
 
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:

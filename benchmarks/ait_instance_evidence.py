@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+from ait_evidence import evaluate as evaluate_on_val
+from ait_evidence import train_solver
 
 SIZE = 65
 METRICS = ("ap", "ap50", "ap75")
@@ -47,38 +49,12 @@ def train_mask_tokenizer(seed: int, *, steps: int, out: Path) -> dict:
 
 
 def train_model(preset: str, run_dir: Path, *, seed: int, steps: int, overrides: list[str]):
-    from polymax.config.train import load_config
-    from polymax.engine.assemble import build_collate, build_train_set, build_training_model
-    from polymax.engine.objective import build_objective
-    from polymax.engine.precise_bn import recalibrate_batch_norm
-    from polymax.engine.train import fit
-    from polymax.io.pretrained import load_model
-
-    config = load_config(None, overrides=[
-        f"model.preset={preset}", f"data.crop_size=[{SIZE},{SIZE}]", "data.workers=0", "data.batch_size=8",
-        f"steps={steps}", "optim.lr=2e-3", "optim.warmup_steps=20", "augment.min_scale=0.75",
-        "augment.max_scale=1.25", "augment.copy_paste=false", "augment.autoaugment_magnitude=0.5",
-        "loss.inst_disc_samples=1024", f"checkpoint_every={steps}", "log_every=50", f"seed={seed}",
-        "progress=false", "tensorboard=false", f"out_dir={run_dir}", "device=cpu", *overrides])
-    model = build_training_model(config)
-    fit(config, model=model, objective=build_objective(model.config, config),
-        train_set=build_train_set(config, model.config), collate_fn=build_collate(model.config), resume=False)
-    model = load_model(run_dir / "last")
-    rooms = synth("train", 64)
-    images = (torch.stack([rooms[i].image for i in range(start, start + 8)]).float() for start in range(0, 64, 8))
-    recalibrate_batch_norm(model, images)     # a short run leaves BN's running statistics behind (as the demo)
-    return model.eval()
-
-
-def synth(split: str, count: int):
-    from polymax.data import build_dataset
-    return build_dataset("synth", split=split, size=(SIZE, SIZE), num_samples=count)
+    """The depth evidence's recipe (benchmarks/ait_evidence.py) with 1024 pixel-contrastive samples."""
+    return train_solver(preset, run_dir, seed=seed, steps=steps, overrides=["loss.inst_disc_samples=1024", *overrides])
 
 
 def evaluate(model, task: str, count: int) -> dict[str, float]:
-    from polymax.inference.evaluate import evaluate as run
-    scores = run(model, dataset=synth("val", count), task=task, batch_size=1)
-    return {key: float(scores[key]) for key in METRICS}
+    return evaluate_on_val(model, task, count, metrics=METRICS)
 
 
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
