@@ -19,6 +19,7 @@ from pathlib import Path
 from polymax.config.train import best_mode
 from polymax.engine.checkpoint import BEST
 from polymax.errors import UserError
+from polymax.io.pretrained import atomic_write
 
 __all__ = ["BEST", "BEST_FILE", "BestCheckpoint", "BestRecord", "check_metric", "read_best"]
 
@@ -83,12 +84,6 @@ class BestCheckpoint:
         if self.candidate is None:
             raise RuntimeError("BestCheckpoint.saved() before improved()")
         self.record = BestRecord(metric=self.metric, mode=self.mode, value=self.candidate, step=step)
-        target = self.out_dir / BEST_FILE
-        temporary = target.with_name(f".{BEST_FILE}.tmp-{os.getpid()}")
-        with open(temporary, "w") as handle:
-            json.dump(asdict(self.record), handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        text = json.dumps(asdict(self.record), indent=2) + "\n"
+        atomic_write(self.out_dir / BEST_FILE, lambda path: path.write_text(text))
         return self.record
