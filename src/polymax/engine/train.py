@@ -414,8 +414,9 @@ def _picture_drawer(picture_set: Sequence) -> Callable[[nn.Module], Any]:
 
 def _keep_best(context, best: BestCheckpoint, metrics: dict[str, float], *, step: int,
                save: Callable[..., Path], bar) -> None:
-    """Rank 0 judges the evaluation (it holds the metrics); every rank learns the verdict, because a checkpoint
-    gathers every rank's RNG state. Then rank 0 records the new best in best.json."""
+    """Rank 0 judges the evaluation (sharded evaluation gives every rank the same metrics, but an ``evaluate_fn``
+    given to :func:`fit` by hand may return them on rank 0 only); every rank learns the verdict, because a
+    checkpoint gathers every rank's RNG state. Then rank 0 records the new best in best.json."""
     improved = best.improved(metrics) if context.is_main else False
     _, improved = distributed.mean_and_any(context, torch.zeros((), device=context.device), improved)
     if not improved:

@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from polymax.geometry import resize_nearest
+from polymax.geometry import resize_bilinear, resize_nearest
 
 Box = tuple[int, int, int, int]
 
@@ -60,8 +59,7 @@ def paste_mask(crop: Tensor, box: Box, size: tuple[int, int]) -> Tensor:
     """(S, S) soft mask → (H, W) float32: resized bilinearly (align corners) onto the box, 0 outside it."""
     r0, c0, r1, c1 = box
     canvas = torch.zeros(size, dtype=torch.float32, device=crop.device)
-    resized = F.interpolate(crop.float()[None, None], size=(r1 - r0 + 1, c1 - c0 + 1), mode="bilinear",
-                            align_corners=True)[0, 0]
+    resized = resize_bilinear(crop.float()[None, None], (r1 - r0 + 1, c1 - c0 + 1))[0, 0]
     canvas[r0: r1 + 1, c0: c1 + 1] = resized
     return canvas
 
