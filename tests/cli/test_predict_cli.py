@@ -27,14 +27,6 @@ def panoptic_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def depth_dir(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("models") / "depth"
-    polymax.save_pretrained(polymax.build_model("polymax_tiny_synth_depth"), path)
-    return path
-
-
 def _photo(path, height, width, mode="RGB", seed=0):
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "RGBA": 4, "L": None}[mode]

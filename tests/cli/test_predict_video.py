@@ -7,23 +7,13 @@ import importlib.util
 
 import numpy as np
 import pytest
-import torch
 
-import polymax
 from polymax.cli import main
 from polymax.inference.predictor import Predictor
 from polymax.tasks import get_task
 from polymax.tasks.keys import overlay
 
 HAVE_AV = importlib.util.find_spec("av") is not None
-
-
-@pytest.fixture(scope="module")
-def depth_dir(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("models") / "depth"
-    polymax.save_pretrained(polymax.build_model("polymax_tiny_synth_depth"), path)
-    return path
 
 
 def _clip(path, frames: int = 3, size=(31, 45)):

@@ -10,19 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import polymax
 from polymax.cli import main
 from polymax.inference.images_io import InputImage
 from polymax.inference.loading import InputFiles, input_loader
 from polymax.inference.predictor import Predictor
-
-
-@pytest.fixture(scope="module")
-def depth_dir(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("models") / "depth"
-    polymax.save_pretrained(polymax.build_model("polymax_tiny_synth_depth"), path)
-    return path
 
 
 @pytest.fixture(scope="module")
