@@ -84,6 +84,24 @@ def evaluate(model, task: str, count: int, metrics: tuple[str, ...] = METRICS) -
     return {key: float(scores[key]) for key in metrics}
 
 
+def score_run(name: str, preset: str, overrides: list[str], *, seed: int, steps: int, eval_rooms: int,
+              run_dir: Path, metrics: tuple[str, ...] = METRICS):
+    """Train one run and score it on held-out rooms → (model, {name: figures}); the run named 'ait' is scored
+    decoded soft (AiT) and again decoded hard ('ait_hard'). CPU seconds include the training."""
+    started = time.process_time()
+    model = train_solver(preset, run_dir, seed=seed, steps=steps, overrides=overrides)
+    task = model.tasks[0]
+    figures = {name: evaluate(model, task, eval_rooms, metrics)}
+    if name == "ait":
+        head = model.heads[task]
+        head.decode = "hard"
+        figures["ait_hard"] = evaluate(model, task, eval_rooms, metrics)
+        head.decode = "soft"
+    figures[name]["cpu_seconds"] = round(time.process_time() - started, 1)
+    print(f"seed {seed} {name}: {figures[name]}", flush=True)
+    return model, figures
+
+
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     figures: dict[str, dict] = {}
     tokenizers = {}
@@ -101,18 +119,9 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     }
     models = {}
     for name, (preset, overrides) in runs.items():
-        started = time.process_time()
-        model = train_solver(preset, out / f"seed{seed}" / name, seed=seed, steps=args.steps, overrides=overrides)
-        task = model.tasks[0]
-        figures[name] = evaluate(model, task, args.eval_rooms)
-        if name == "ait":
-            head = model.heads[task]
-            head.decode = "hard"
-            figures["ait_hard"] = evaluate(model, task, args.eval_rooms)
-            head.decode = "soft"
-        figures[name]["cpu_seconds"] = round(time.process_time() - started, 1)
-        models[name] = model
-        print(f"seed {seed} {name}: {figures[name]}", flush=True)
+        models[name], scores = score_run(name, preset, overrides, seed=seed, steps=args.steps,
+                                         eval_rooms=args.eval_rooms, run_dir=out / f"seed{seed}" / name)
+        figures.update(scores)
     if seed == args.seeds[0]:
         picture(models, tokenizers["mask"], out / "ait.png")
     return figures

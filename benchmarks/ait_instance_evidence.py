@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from ait_evidence import evaluate as evaluate_on_val
-from ait_evidence import train_solver
+from ait_evidence import score_run
 
 SIZE = 65
 METRICS = ("ap", "ap50", "ap75")
@@ -48,15 +47,6 @@ def train_mask_tokenizer(seed: int, *, steps: int, out: Path) -> dict:
     return scores
 
 
-def train_model(preset: str, run_dir: Path, *, seed: int, steps: int, overrides: list[str]):
-    """The depth evidence's recipe (benchmarks/ait_evidence.py) with 1024 pixel-contrastive samples."""
-    return train_solver(preset, run_dir, seed=seed, steps=steps, overrides=["loss.inst_disc_samples=1024", *overrides])
-
-
-def evaluate(model, task: str, count: int) -> dict[str, float]:
-    return evaluate_on_val(model, task, count, metrics=METRICS)
-
-
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     tokenizer = out / f"seed{seed}" / "tokenizer"
     if (tokenizer / "config.json").is_file():          # an earlier run's (the same seed and steps)
@@ -71,19 +61,11 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
         "kmax": ("polymax_tiny_synth_panoptic", ["model.overrides={tasks.panoptic.name: instance}"]),
     }
     for name, (preset, overrides) in runs.items():
-        if name not in args.runs:
-            continue
-        started = time.process_time()
-        model = train_model(preset, out / f"seed{seed}" / name, seed=seed, steps=args.steps, overrides=overrides)
-        task = model.tasks[0]
-        figures[name] = evaluate(model, task, args.eval_rooms)
-        if name == "ait":
-            head = model.heads[task]
-            head.decode = "hard"
-            figures["ait_hard"] = evaluate(model, task, args.eval_rooms)
-            head.decode = "soft"
-        figures[name]["cpu_seconds"] = round(time.process_time() - started, 1)
-        print(f"seed {seed} {name}: {figures[name]}", flush=True)
+        if name in args.runs:
+            # the depth evidence's recipe with 1024 pixel-contrastive samples
+            figures.update(score_run(name, preset, ["loss.inst_disc_samples=1024", *overrides], seed=seed,
+                                     steps=args.steps, eval_rooms=args.eval_rooms,
+                                     run_dir=out / f"seed{seed}" / name, metrics=METRICS)[1])
     return figures
 
 
