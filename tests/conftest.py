@@ -38,3 +38,15 @@ def oneformer() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def depth_dir(tmp_path_factory) -> Path:
+    """A saved, untrained (seeded) polymax_tiny_synth_depth model folder, one per test module (the predict CLI,
+    video and worker tests; a module may define its own)."""
+    import polymax
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("models") / "depth"
+    polymax.save_pretrained(polymax.build_model("polymax_tiny_synth_depth"), path)
+    return path
