@@ -51,6 +51,20 @@ class PixelFeatures:
 
 
 @dataclass
+class PixelRead:
+    """What one kMaX layer reads from its pixel map; it depends on the pixels only, not on the cluster centres, so
+    every query group's pass over the same PixelFeatures shares it (:meth:`KMaXDecoder.read_pixels`).
+
+    projected: (B, E, h, w) the layer's pixel projection p; values: (B, E, h·w) the k-means values v;
+    embeddings: (B, D, h, w) the L2-normalised pixel embeddings of the layer's auxiliary mask head.
+    """
+
+    projected: Tensor
+    values: Tensor
+    embeddings: Tensor
+
+
+@dataclass
 class MaskPrediction:
     """What a mask head (final or one kMaX layer's auxiliary head) predicts.
 

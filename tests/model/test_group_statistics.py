@@ -108,3 +108,34 @@ def test_sync_batch_norm_conversion_keeps_the_grouped_norms():
     assert all(isinstance(m, nn.SyncBatchNorm) or is_grouped(m) for m in norms)
     assert any(isinstance(m, nn.SyncBatchNorm) for m in model.backbone.modules())
     assert any(is_grouped(m) for m in model.modules())
+
+
+def test_the_modules_that_read_only_pixels_keep_one_set_of_statistics():
+    # Their input is the same for every query group (one read per image serves every pass).
+    model = build_model("polymax_multitask_tiny_synth")
+    readers = (*model.kmax_decoder.pixel_modules(), model.mask_head.pixel_head)
+    norms = [m for owner in readers for m in owner.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(is_grouped(m) for m in norms)
+    assert is_grouped(model.kmax_decoder.layers[0].memory_in.bn) and is_grouped(model.mask_head.logit_norm)
+
+
+def test_a_folder_whose_pixel_readers_kept_statistics_per_group_loads(tmp_path):
+    """Folders saved while every BatchNorm of the decoder kept per-group statistics load; the pixel readers then
+    use the first group's (which training and precise BN make equal to the others')."""
+    from safetensors.torch import load_file, save_file
+
+    from polymax.io.pretrained import load_model, save_pretrained
+
+    model = build_model("polymax_multitask_tiny_synth").eval()
+    save_pretrained(model, tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(str(weights))
+    name = "kmax_decoder.layers.0.pixel_in.bn"
+    for group in ("semantic", "depth", "normals"):
+        for statistic in ("running_mean", "running_var", "num_batches_tracked"):
+            state[f"{name}.{statistic}_{group}"] = state[f"{name}.{statistic}"].clone()
+    save_file(state, str(weights))
+    loaded = load_model(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IMAGES, task="depth")["depth"].final.depth,
+                                   model(IMAGES, task="depth")["depth"].final.depth)

@@ -146,3 +146,25 @@ def test_parameter_counts_match_deeplab2():
     decoder = model.kmax_decoder
     rest = sum(p.numel() for p in decoder.parameters()) - sum(p.numel() for p in decoder.layers.parameters())
     assert rest == 164_864
+
+
+def test_passes_sharing_one_pixel_read_equal_passes_that_read_their_own():
+    # The read depends on the pixels only: two query groups' passes over one read give what each pass gives alone,
+    # and the gradients reaching the pixels add up to the same.
+    torch.manual_seed(0)
+    decoder = _small_decoder(group_sizes={"depth": 5}).train()
+    pixels = _small_pixels()
+    for tensor in (pixels.os32, pixels.os16, pixels.os8):
+        tensor.requires_grad_(True)
+    gradients = []
+    for share in (True, False):
+        reads = decoder.read_pixels(pixels) if share else None
+        runs = [decoder(pixels, task=task, reads=reads) for task in (None, "depth")]
+        loss = sum((run.class_embeddings ** 2).sum() + sum(aux.mask_logits.sum() for aux in run.layers) for run in runs)
+        gradients.append(torch.autograd.grad(loss, (pixels.os32, pixels.os16, pixels.os8)))
+        if share:
+            shared_runs = runs
+    for a, b in zip(*gradients):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(shared_runs, runs):
+        torch.testing.assert_close(a.class_embeddings, b.class_embeddings)

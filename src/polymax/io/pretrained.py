@@ -121,14 +121,15 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UserError(f"{weights_path}: tensor {key!r} holds NaN or infinite values; the weights are corrupt")
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
     misshaped = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    # Loading runs the model's own state-dict hooks (e.g. statistics kept per query group by an older version).
+    result = None if misshaped else model.load_state_dict(state, strict=False)
+    missing = sorted(set(expected) - set(state)) if result is None else sorted(result.missing_keys)
+    unexpected = sorted(set(state) - set(expected)) if result is None else sorted(result.unexpected_keys)
     if missing or unexpected or misshaped:
         raise UserError(f"{weights_path} does not match preset {config.preset!r}: "
                         f"{_summary('missing', missing)}{_summary('unexpected', unexpected)}"
                         f"{_summary('mis-shaped', misshaped)}".rstrip("; "))
-    model.load_state_dict(state)
     return model.eval()
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from polymax.errors import UserError
 from polymax.geometry import padded_size
-from polymax.model.layers.group_statistics import split_statistics, use_statistics
+from polymax.model.layers.group_statistics import drop_group_statistics, split_statistics, use_statistics
 from polymax.structures import ModelOutput, TaskRun
 
 
@@ -105,11 +105,18 @@ class KMaX(nn.Module):
         self.semantic_branch = semantic_branch
         self.semantic_tasks = tuple(semantic_tasks)
         self.config = config
-        # Several query groups share the decoder's BatchNorms: each keeps its own population statistics.
+        # Several query groups share the decoder's BatchNorms: each keeps its own population statistics, except
+        # the modules that read only the pixels (the same input for every group, computed once per image).
         groups = getattr(kmax_decoder, "query_groups", ())
         if len(groups) > 1:
-            split_statistics(kmax_decoder, groups)
-            split_statistics(mask_head, groups)
+            shared = (*kmax_decoder.pixel_modules(), mask_head.pixel_head)
+            split_statistics(kmax_decoder, groups, shared=shared)
+            split_statistics(mask_head, groups, shared=shared)
+            names = {id(module): name for name, module in self.named_modules()}
+            norms = tuple(names[id(m)] for owner in shared for m in owner.modules()
+                          if isinstance(m, nn.modules.batchnorm._BatchNorm))
+            self._register_load_state_dict_pre_hook(
+                lambda state_dict, prefix, *_: drop_group_statistics(state_dict, prefix, norms, groups))
 
     def _use_group(self, task: str | None) -> None:
         """Before a decoder pass: the decoder's and mask head's BatchNorms use ``task``'s query group."""
@@ -167,12 +174,17 @@ class KMaX(nn.Module):
         """The cluster decoder, mask head and task heads on the trunk's PixelFeatures, one pass per query group."""
         passes = {}    # one cluster-decoder pass per query group (and per task when the centres depend on it)
         runs = {}
+        # What the decoder layers and the mask head read from the pixels does not depend on the centres: read once,
+        # shared by every pass.
+        reads = self.kmax_decoder.read_pixels(pixels)
+        embeddings = self.mask_head.embed(pixels.high_res)
         for task in tasks:
             key = self.kmax_decoder.pass_key(task)
             if key not in passes:
                 self._use_group(task)
-                centres = self.kmax_decoder(pixels, task=task)
-                final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings)
+                centres = self.kmax_decoder(pixels, task=task, reads=reads)
+                final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings,
+                                       pixel_features=embeddings)
                 passes[key] = (final, centres.layers, centres.task_queries)
             final, layers, task_queries = passes[key]
             head = self.heads[task]

@@ -22,6 +22,10 @@ tasks of the shared group start from :class:`~polymax.model.cluster_decoder.task
 instead of a learned table — N − 1 queries read from the stride-4 pixel features under the task's prompt, plus
 the task token — so the initial centres depend on the image and on the task; the six kMaX layers run unchanged.
 Tasks with a group of their own keep their learned centres.
+
+What a layer reads from its pixel map (its pixel projection, k-means values and auxiliary pixel embeddings) does
+not depend on the centres: the passes of several query groups over one image share it (:meth:`read_pixels`), and
+those modules' BatchNorms keep one set of statistics for every group.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from torch import Tensor, nn
 from polymax.model.cluster_decoder.layer import KMaXLayer
 from polymax.model.cluster_decoder.task_queries import TaskGuidedQueries, prompt_ids
 from polymax.model.layers.conv import LinearBN
-from polymax.structures import ClusterCentres, PixelFeatures
+from polymax.structures import ClusterCentres, PixelFeatures, PixelRead
 
 
 class KMaXDecoder(nn.Module):
@@ -140,17 +144,28 @@ class KMaXDecoder(nn.Module):
             centres = centres + self.task_embedding.weight[self.task_names.index(task)]   # (B, K, E) + (E,)
         return centres
 
-    def forward(self, pixels: PixelFeatures, task: str | None = None) -> ClusterCentres:
+    def pixel_modules(self) -> tuple[nn.Module, ...]:
+        """Every layer's modules that read only the pixel maps (see :meth:`read_pixels`)."""
+        return tuple(module for layer in self.layers for module in layer.pixel_modules())
+
+    def read_pixels(self, pixels: PixelFeatures) -> tuple[PixelRead, ...]:
+        """Each layer's read of its pixel map (os32, os16, os8 in layer order). It does not depend on the centres,
+        so the passes of several query groups over the same pixels share one read (``forward(reads=…)``)."""
         maps = (pixels.os32, pixels.os16, pixels.os8)
+        layer_maps = [pixel_map for pixel_map, count in zip(maps, self.num_layers) for _ in range(count)]
+        return tuple(layer.read(pixel_map) for layer, pixel_map in zip(self.layers, layer_maps))
+
+    def forward(self, pixels: PixelFeatures, task: str | None = None,
+                reads: tuple[PixelRead, ...] | None = None) -> ClusterCentres:
+        """One pass of ``task``'s centres over ``pixels``; ``reads``: :meth:`read_pixels` of these pixels, when
+        several passes share it (None reads them here)."""
+        reads = self.read_pixels(pixels) if reads is None else reads
         guided = self.guided_queries(task, pixels.high_res)
         centres = self.initial_centres(pixels.os32.shape[0], task, guided=guided)
         predictions = []
-        layer_index = 0
-        for pixel_map, count in zip(maps, self.num_layers):
-            for _ in range(count):
-                centres, aux = self.layers[layer_index](centres, pixel_map)
-                predictions.append(aux)
-                layer_index += 1
+        for layer, read in zip(self.layers, reads):
+            centres, aux = layer(centres, read=read)
+            predictions.append(aux)
         return ClusterCentres(class_embeddings=self.class_projection(centres),
                               mask_embeddings=self.mask_projection(centres), layers=predictions,
                               task_queries=guided)

@@ -21,7 +21,7 @@ from polymax.model.cluster_decoder.mask_head import MaskHead
 from polymax.model.layers.conv import ConvBN, LinearBN
 from polymax.model.layers.drop_path import DropPath
 from polymax.model.layers.norms import batch_norm1d, batch_norm2d
-from polymax.structures import MaskPrediction
+from polymax.structures import MaskPrediction, PixelRead
 
 
 def _zero_last_norm(block: LinearBN) -> None:
@@ -82,13 +82,29 @@ class KMaXLayer(nn.Module):
         self.drop_attention = DropPath(drop_path_keep)
         self.drop_ffn = DropPath(drop_path_keep)
 
-    def forward(self, centres: Tensor, pixels: Tensor) -> tuple[Tensor, MaskPrediction]:
+    def pixel_modules(self) -> tuple[nn.Module, ...]:
+        """The modules that read the pixel map only (never the centres): their output is the same for every query
+        group, so one :meth:`read` serves all groups' passes and their BatchNorms keep one set of statistics."""
+        return self.pixel_in, self.pixel_value, self.aux_head.pixel_head
+
+    def read(self, pixels: Tensor) -> PixelRead:
+        """(B, Cp, h, w) → this layer's view of the pixel map (independent of the centres)."""
+        projected = self.pixel_in(F.gelu(pixels))                           # (B, E, h, w)
+        return PixelRead(projected=projected, values=self.pixel_value(projected).flatten(2),   # (B, E, hw)
+                         embeddings=self.aux_head.embed(projected))        # (B, D, h, w)
+
+    def forward(self, centres: Tensor, pixels: Tensor | None = None, read: PixelRead | None = None
+                ) -> tuple[Tensor, MaskPrediction]:
+        """centres (B, K, E) and either the pixel map (B, Cp, h, w) or its :meth:`read`, shared by several passes."""
+        if read is None:
+            if pixels is None:
+                raise ValueError("a kMaX layer needs the pixel map or its read")
+            read = self.read(pixels)
         m = self.memory_in(centres)                                        # (B, K, E)
-        p = self.pixel_in(F.gelu(pixels))                                  # (B, E, h, w)
-        v = self.pixel_value(p).flatten(2)                                 # (B, E, hw)
+        p, v = read.projected, read.values
         q, k, value = self.memory_qkv(m).split([self.key_channels, self.key_channels, m.shape[-1]], dim=-1)
 
-        aux = self.aux_head(p, m)                                          # MaskPrediction at this stride
+        aux = self.aux_head(p, m, pixel_features=read.embeddings)          # MaskPrediction at this stride
         with torch.no_grad():
             assignment = F.one_hot(aux.mask_logits.flatten(2).argmax(dim=1), aux.mask_logits.shape[1])
             assignment = assignment.to(v.dtype)                            # (B, hw, K), one cluster per pixel

@@ -41,9 +41,11 @@ class PixelSpaceHead(nn.Module):
 class MaskHead(nn.Module):
     """Mask logits from pixel embeddings and per-cluster mask embeddings.
 
-    ``forward(pixels, mask_embeddings, value_features=None)``: pixels (B, Cp, h, w), mask_embeddings
-    (B, K, E); value_features (B, K, E) are passed through as ``MaskPrediction.cluster_features`` for the
-    task head (the final head uses the class embeddings; the auxiliary heads reuse the mask embeddings).
+    ``forward(pixels, mask_embeddings, value_features=None, pixel_features=None)``: pixels (B, Cp, h, w),
+    mask_embeddings (B, K, E); value_features (B, K, E) are passed through as ``MaskPrediction.cluster_features``
+    for the task head (the final head uses the class embeddings; the auxiliary heads reuse the mask embeddings).
+    pixel_features: ``embed(pixels)`` computed once and shared by several query groups' passes (it does not
+    depend on the clusters); None computes it.
     """
 
     def __init__(self, *, pixel_channels: int = 256, cluster_channels: int = 256, head_channels: int = 256,
@@ -56,9 +58,13 @@ class MaskHead(nn.Module):
         self.logit_norm = batch_norm2d(1)
         nn.init.constant_(self.logit_norm.weight, 0.1)
 
-    def forward(self, pixels: Tensor, mask_embeddings: Tensor, value_features: Tensor | None = None
-                ) -> MaskPrediction:
-        features = self.pixel_head(pixels)                                 # (B, D, h, w)
+    def embed(self, pixels: Tensor) -> Tensor:
+        """(B, Cp, h, w) → the L2-normalised pixel embeddings (B, D, h, w)."""
+        return self.pixel_head(pixels)
+
+    def forward(self, pixels: Tensor, mask_embeddings: Tensor, value_features: Tensor | None = None,
+                pixel_features: Tensor | None = None) -> MaskPrediction:
+        features = self.embed(pixels) if pixel_features is None else pixel_features    # (B, D, h, w)
         kernels = self.mask_kernel(mask_embeddings)                        # (B, K, D)
         logits = torch.einsum("bdhw,bkd->bkhw", features, kernels)         # (B, K, h, w)
         # BN over every logit as one channel: view (B, K, h, w) as (B, 1, K, h·w).

@@ -7,7 +7,8 @@ running averages would blend every group's statistics, and at evaluation each gr
 blend none of them was trained with. Measured on the synthetic rooms (the depth group of the five-task tiny
 model, 300 steps): depth AbsRel 0.18 with the depth group's own statistics, 0.40 with the blend. So each group
 keeps its own running mean / variance / count; the affine weights stay shared, and training (which normalises
-with the batch's statistics) is unchanged.
+with the batch's statistics) is unchanged. The modules that read only the pixels (their input is the same for
+every group; ``KMaXDecoder.pixel_modules``) keep one set of statistics: ``split_statistics(shared=…)``.
 
 The first group's statistics keep BatchNorm's own buffer names (``running_mean`` …); the others are
 ``running_mean_<group>`` …. A model folder saved before the split lacks those: every group then starts from the
@@ -89,12 +90,14 @@ def is_grouped(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def split_statistics(module: nn.Module, groups: Sequence[str]) -> int:
+def split_statistics(module: nn.Module, groups: Sequence[str], *, shared: Sequence[nn.Module] = ()) -> int:
     """Replace every BatchNorm1d / 2d below ``module`` by its twin with statistics per group of ``groups``
-    (weights and statistics copied to every group). Returns the number replaced."""
+    (weights and statistics copied to every group), except those below a module of ``shared`` (modules whose
+    input is the same for every group: one set of statistics). Returns the number replaced."""
     twins = {nn.BatchNorm1d: GroupBatchNorm1d, nn.BatchNorm2d: GroupBatchNorm2d}
+    keep = {id(child) for owner in shared for child in owner.modules()}
     found = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-             if type(child) in twins]
+             if type(child) in twins and id(child) not in keep]
     for parent, name, child in found:
         twin = twins[type(child)](child.num_features, eps=child.eps, momentum=child.momentum, groups=groups)
         twin.load_state_dict(child.state_dict())
@@ -108,3 +111,13 @@ def use_statistics(module: nn.Module, group: str) -> None:
     for child in module.modules():
         if isinstance(child, _GroupStatistics):
             child.group = group
+
+
+def drop_group_statistics(state_dict: dict, prefix: str, norms: Sequence[str], groups: Sequence[str]) -> None:
+    """Remove the per-group statistics of the BatchNorms at ``norms`` (paths below ``prefix``) from ``state_dict``:
+    a folder saved while those norms still kept statistics per group loads with the first group's (the usual
+    buffer names), which every group shares now."""
+    for path in norms:
+        for group in groups[1:]:
+            for statistic in STATISTICS:
+                state_dict.pop(f"{prefix}{path}.{statistic}_{group}", None)
