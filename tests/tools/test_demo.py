@@ -47,10 +47,12 @@ def test_reduced_demo_learns_in_one_model(tmp_path):
 
 
 def test_compare_adds_the_single_task_models(tmp_path):
+    # A panoptic-only model trains OneFormer's query-text loss (every task reads the task-guided group).
     settings = settings_for(quick=True, steps_scale=0.01)
-    reports = run_demo(tmp_path, settings=settings, tasks=("depth",), progress=False, compare=True)
+    reports = run_demo(tmp_path, settings=settings, tasks=("panoptic", "depth"), progress=False, compare=True)
     _check_outputs(tmp_path, reports, compare=True)
-    assert (tmp_path / "runs" / "quick" / "single_depth" / "last").is_dir()
+    for task in ("panoptic", "depth"):
+        assert (tmp_path / "runs" / "quick" / f"single_{task}" / "last").is_dir()
     assert "single-task" in summary_table(reports)
 
 

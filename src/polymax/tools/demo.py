@@ -86,6 +86,11 @@ FULL = DemoSettings(size=65, steps=1200, batch_size=8, lr=8e-3, warmup_steps=50,
 
 
 DEMO_TASK_WEIGHTS = {"semantic": 0.3, "depth": 3.0, "normals": 3.0}
+# OneFormer's query-text loss at the size of configs/polymax_multitask_tiny_synth.yaml. Only a model whose tasks all
+# read the task-guided group trains it (with ``compare``: the panoptic-only and instance-only models); the
+# defaults are the full-size model's (a 16-row context would leave no text among the 16 queries).
+TEXT_OPTIONS = ("oneformer.num_context=8", "oneformer.text_width=64", "oneformer.text_layers=2",
+                "oneformer.text_heads=4")
 
 
 @dataclass
@@ -174,7 +179,7 @@ def _train(tasks: tuple[str, ...], run_dir: Path, *, settings: DemoSettings, pro
         f"data.batch_size={settings.batch_size}", f"steps={settings.steps}", f"optim.lr={settings.lr}",
         f"optim.warmup_steps={settings.warmup_steps}", "augment.min_scale=0.75", "augment.max_scale=1.25",
         "augment.copy_paste=false", "augment.autoaugment_magnitude=0.5", "loss.inst_disc_samples=128",
-        f"loss.task_weights={json.dumps(weights)}",
+        f"loss.task_weights={json.dumps(weights)}", *TEXT_OPTIONS,
         f"checkpoint_every={max(settings.steps // 4, 1)}", "log_every=10", f"seed={seed}",
         f"progress={str(progress).lower()}", "tensorboard=false", f"out_dir={run_dir}", "device=cpu"])
     resume = (run_dir / "last").is_dir()
