@@ -43,10 +43,23 @@ def test_version_runs_as_module():
 
 def test_presets_lists_the_tasks_of_each_preset(capsys):
     assert main(["presets", "synth"]) == 0
-    header, *rows = capsys.readouterr().out.strip().splitlines()
+    models, tokenizers = capsys.readouterr().out.strip().split("\n\n")
+    header, *rows = models.splitlines()
     assert header.split()[:3] == ["preset", "backbone", "tasks"]
     assert len(rows) == sum("synth" in name for name in PRESETS) >= 4
     for row in rows:
         name, _, tasks = row.split()[:3]
         assert tasks == ",".join(PRESETS[name]().task_names)
     assert {row.split()[2] for row in rows} >= {"panoptic", "semantic", "depth", "normals"}
+
+
+def test_presets_lists_the_tokenizer_presets_and_says_when_nothing_matches(capsys):
+    from polymax.tokenizer.presets import TOKENIZER_PRESETS
+
+    assert main(["presets", "vqvae"]) == 0
+    title, header, *rows = capsys.readouterr().out.strip().splitlines()
+    assert "train-tokenizer" in title and header.split()[:2] == ["preset", "kind"]
+    assert [row.split()[0] for row in rows] == list(TOKENIZER_PRESETS)
+    assert main(["presets", "no_such_preset"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "no_such_preset" in captured.err
