@@ -173,6 +173,16 @@ def picture(models: dict, tokenizer_dir: Path, path: Path) -> None:
     sheet.save(path)
 
 
+def table_row(label: str, runs: list[dict[str, float]], metrics) -> str:
+    """One markdown row: ``label``, then mean ± standard deviation over the runs (0 for one run) per metric."""
+    cells = []
+    for metric in metrics:
+        values = [run[metric] for run in runs]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def table(results: dict[int, dict]) -> str:
     rows = [("tokenizer round trip, mask aug. 0.5 (upper bound)", "tokenizer_mask"),
             ("tokenizer round trip, no mask aug.", "tokenizer_no_mask"),
@@ -181,13 +191,7 @@ def table(results: dict[int, dict]) -> str:
             ("… tokenizer without mask aug., soft", "ait_no_mask"),
             ("PolyMaX cluster depth head (16 clusters)", "polymax"), ("per-pixel DeepLabv3+ baseline", "per_pixel")]
     lines = ["| model (held-out rooms) | RMS (m) ↓ | AbsRel ↓ | δ1 ↑ |", "|---|---|---|---|"]
-    for label, key in rows:
-        cells = []
-        for metric in METRICS:
-            values = [results[seed][key][metric] for seed in results]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [table_row(label, [results[seed][key] for seed in results], METRICS) for label, key in rows]
     codes = [results[seed]["tokenizer_mask"]["codes_used"] for seed in results]
     lines.append(f"\nTokenizer codes used on held-out rooms (mask aug.): {codes} of 64 (per seed).")
     return "\n".join(lines)

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
-from ait_evidence import score_run
+from ait_evidence import score_run, table_row
 
 SIZE = 65
 METRICS = ("ap", "ap50", "ap75")
@@ -77,12 +76,7 @@ def table(results: dict[int, dict]) -> str:
     for label, key in rows:
         if not all(key in results[seed] for seed in results):
             continue
-        cells = []
-        for metric in METRICS:
-            values = [results[seed][key][metric] for seed in results]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(table_row(label, [results[seed][key] for seed in results], METRICS))
     tokenizers = [results[seed]["tokenizer"] for seed in results]
     lines.append("\nTokenizer round trip on held-out instance crops, IoU per seed: "
                  f"{[round(t['iou'], 3) for t in tokenizers]} (a full box: "
