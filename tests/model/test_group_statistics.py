@@ -139,3 +139,13 @@ def test_a_folder_whose_pixel_readers_kept_statistics_per_group_loads(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(IMAGES, task="depth")["depth"].final.depth,
                                    model(IMAGES, task="depth")["depth"].final.depth)
+
+
+def test_a_model_with_several_query_groups_pickles_and_keeps_its_answers():
+    import pickle
+
+    model = build_model("polymax_multitask_tiny_synth").eval()
+    copy = pickle.loads(pickle.dumps(model))
+    with torch.no_grad():
+        torch.testing.assert_close(copy(IMAGES, task="normals")["normals"].final.normals,
+                                   model(IMAGES, task="normals")["normals"].final.normals)

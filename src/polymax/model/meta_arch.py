@@ -113,10 +113,14 @@ class KMaX(nn.Module):
             split_statistics(kmax_decoder, groups, shared=shared)
             split_statistics(mask_head, groups, shared=shared)
             names = {id(module): name for name, module in self.named_modules()}
-            norms = tuple(names[id(m)] for owner in shared for m in owner.modules()
-                          if isinstance(m, nn.modules.batchnorm._BatchNorm))
-            self._register_load_state_dict_pre_hook(
-                lambda state_dict, prefix, *_: drop_group_statistics(state_dict, prefix, norms, groups))
+            self._shared_norms = tuple(names[id(m)] for owner in shared for m in owner.modules()
+                                       if isinstance(m, nn.modules.batchnorm._BatchNorm))
+            self._register_load_state_dict_pre_hook(self._drop_shared_group_statistics)
+
+    def _drop_shared_group_statistics(self, state_dict: dict, prefix: str, *_) -> None:
+        """Load hook (a method, so that the model still pickles): a folder saved while the pixel readers kept
+        statistics per query group loads with their first group's."""
+        drop_group_statistics(state_dict, prefix, self._shared_norms, self.kmax_decoder.query_groups)
 
     def _use_group(self, task: str | None) -> None:
         """Before a decoder pass: the decoder's and mask head's BatchNorms use ``task``'s query group."""
