@@ -103,10 +103,8 @@ class _TaskInputNetwork(nn.Module):
         ids = self.prompts[task].expand(images.shape[0], -1)                                  # (B, 77)
         guided = decoder.task_queries(pixels.high_res, ids).queries                           # (B, N, E)
         centres = decoder.initial_centres(images.shape[0], guided=guided)
-        layers = iter(decoder.layers)                # KMaXDecoder.forward's loop: count layers per pixel map
-        for pixel_map, count in zip((pixels.os32, pixels.os16, pixels.os8), decoder.num_layers):
-            for _ in range(count):
-                centres, _ = next(layers)(centres, pixel_map)
+        for layer, read in zip(decoder.layers, decoder.read_pixels(pixels)):     # KMaXDecoder.forward's loop
+            centres, _ = layer(centres, read=read)
         final = model.mask_head(pixels.high_res, decoder.mask_projection(centres), decoder.class_projection(centres))
         output = model.heads[self.tasks[0]](final, len(decoder.layers))     # one head object serves every task
         return tuple(getattr(output, name) for name in self.names)
