@@ -56,3 +56,14 @@ def test_only_tasks_trains_a_subset_of_the_presets_tasks():
     assert build("instance").kmax_decoder.query_groups == ("shared",)
     with pytest.raises(UserError, match="teleport"):
         build("depth", "teleport")
+
+
+def test_aux_semantic_with_only_tasks_covers_the_kept_segmentation_tasks():
+    def config(*names):
+        return load_config(None, overrides=["model.preset=polymax_multitask_tiny_synth", "model.aux_semantic=none",
+                                            f"model.only_tasks=[{','.join(names)}]"])
+
+    model = build_training_model(config("semantic", "normals"))        # no segmentation task with a branch kept
+    assert model.tasks == ("semantic", "normals") and model.semantic_branch is None
+    kept = build_training_model(config("instance", "depth"))
+    assert kept.config.task("instance").aux_semantic == "none" and kept.semantic_branch is None

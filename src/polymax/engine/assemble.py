@@ -52,8 +52,9 @@ def model_overrides(config: TrainConfig) -> dict[str, Any]:
     if options.drop_query is not None:
         overrides["kmax_decoder.drop_query"] = options.drop_query
     if options.aux_semantic is not None:
-        # The auxiliary semantic branch serves every segmentation task of the model.
-        for task in preset.tasks:
+        # The auxiliary semantic branch serves every segmentation task of the model (of those it keeps).
+        kept = [task for task in preset.tasks if options.only_tasks is None or task.name in options.only_tasks]
+        for task in kept:
             if get_task(task.name).needs_classes:
                 overrides[f"tasks.{task.name}.aux_semantic"] = options.aux_semantic
     if config.data.crop_size is not None:
