@@ -80,6 +80,34 @@ def test_per_image_sampling_with_query_groups_draws_supported_tasks(rooms):
     assert torch.isfinite(terms.total)
 
 
+def test_shared_sampling_draws_the_prompted_tasks_and_runs_the_grouped_ones_on_every_image(rooms):
+    torch.manual_seed(0)
+    model = build_model("polymax_multitask_tiny_synth").train()
+    config = load_config(None, overrides=["oneformer.task_sampling=shared"])
+    objective = build_objective(model.config, config)
+    assert objective.sampler.tasks == ("panoptic", "instance")            # the shared task-guided group
+    assert objective.every_image == ("semantic", "depth", "normals")     # their own query groups
+    batch = _batch(rooms, {1: ("depth",)})
+    inputs = objective.model_inputs(4, batch.targets)
+    assert inputs["task"] == objective.every_image and len(inputs["sample_tasks"]) == 4
+    output = model(batch.images, **inputs)
+    for task in objective.every_image:                                  # the whole batch, no sample index
+        assert output[task].samples is None and output[task].final.mask_logits.shape[0] == 4
+    drawn = sorted(int(b) for task in ("panoptic", "instance") if task in output.runs
+                   for b in output[task].samples)
+    assert drawn == [0, 1, 2, 3]                                       # each image under one prompt
+    terms = objective(output, batch.targets)
+    terms.total.backward()
+    assert torch.isfinite(terms.total)
+    assert any(name.startswith("depth/") for name in terms.values)      # three of four images have depth
+
+
+def test_a_task_cannot_be_drawn_and_run_on_every_image_at_once(rooms):
+    model = build_model("polymax_multitask_tiny_synth").train()
+    with pytest.raises(ValueError, match="both drawn"):
+        model(_batch(rooms).images, task=("depth", "panoptic"), sample_tasks=("panoptic",) * 4)
+
+
 def test_task_sampling_must_be_known():
     with pytest.raises(UserError, match="task_sampling"):
         load_config(None, overrides=["oneformer.task_sampling=sometimes"])

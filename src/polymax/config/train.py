@@ -227,8 +227,10 @@ class OneFormerOptions:
 
     Also read by a model for every dense task (``polymax_multitask_*``, docs/multitask.md).
     task_sampling: 'image' (each image trains one task, drawn among those its labels support, as OneFormer),
-    'all' (each image trains every task its labels support) or 'auto' (per image when every task reads the
-    task-guided group, as OneFormer; every supported task otherwise).
+    'all' (each image trains every task its labels support), 'shared' (the tasks of the shared task-guided group
+    draw one per image, in one pass, as OneFormer; the tasks with a query group of their own train on every image)
+    or 'auto' (per image when every task reads the task-guided group, as OneFormer; every supported task
+    otherwise).
     {panoptic,semantic,instance,depth,normals}_probability: how often an image draws each task (normalised over
     the model's tasks; one task alone = single-task training). The query–text contrastive loss (training only):
     its weight (0 = off), initial temperature, and the text mapper (width, layers, heads, causal attention,
@@ -254,7 +256,7 @@ class OneFormerOptions:
                             f"got {self.task_sampling!r}")
 
 
-TASK_SAMPLING = ("auto", "image", "all")
+TASK_SAMPLING = ("auto", "image", "all", "shared")
 KEEP_BEST_MODES = ("auto", "min", "max")
 TRACKERS = ("", "wandb", "mlflow")
 # Metrics where lower is better (the last part of a name: ``depth/abs_rel`` → abs_rel); keep_best_mode 'auto'

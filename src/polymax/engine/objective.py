@@ -9,7 +9,9 @@ own weights live in its loss section of the TrainConfig.
 OneFormer (joint training of one task-conditioned model): ``model_inputs(batch)`` draws a task per image
 (``TaskSampler``) and the model runs the mixed batch in one pass; each task's run holds its images
 (``TaskRun.samples``), its criterion sees their targets, and its terms are weighted by its share of the batch
-(so a step's loss is the mean over images, whatever the draw). The query–text contrastive loss
+(so a step's loss is the mean over images, whatever the draw). With ``task_sampling='shared'`` only the tasks of
+the shared task-guided group are drawn; the tasks with query groups of their own run on every image of the same
+forward pass (``every_image``). The query–text contrastive loss
 (:class:`OneFormerTextLoss`) is owned here, not by the model: its text mapper and temperature are trained with
 the model but are neither saved with it for prediction nor exported.
 """
@@ -103,13 +105,14 @@ class TrainingObjective(nn.Module):
 
     A module (not a dict) so that any private random generator of a criterion is found and checkpointed by the
     training loop, and so the objective moves with ``.to(device)`` should a criterion hold buffers.
-    ``sampler``: a OneFormer model's per-image task draw (None: every task on every image); ``text``: its
+    ``sampler``: a OneFormer model's per-image task draw (None: every task on every image); ``every_image``: with a
+    sampler, the tasks that run on every image besides the drawn one (``task_sampling='shared'``); ``text``: its
     contrastive loss (None: off). Their parameters (text mapper, temperature) are the objective's own.
     """
 
     def __init__(self, criteria: dict[str, nn.Module], *, sampler: TaskSampler | None = None,
                  text: OneFormerTextLoss | None = None, ignore_label: int = 255, label_divisor: int = 1000,
-                 task_weights: dict[str, float] | None = None) -> None:
+                 task_weights: dict[str, float] | None = None, every_image: tuple[str, ...] = ()) -> None:
         super().__init__()
         if not criteria:
             raise ValueError("a training objective needs at least one task criterion")
@@ -120,6 +123,7 @@ class TrainingObjective(nn.Module):
         self.criteria = nn.ModuleDict(criteria)
         self.task_weights = {task: float((task_weights or {}).get(task, 1.0)) for task in criteria}
         self.sampler = sampler
+        self.every_image = tuple(every_image)
         self.text = text
         self.void = {"ignore_label": ignore_label, "label_divisor": label_divisor}   # the labels' void values
 
@@ -134,7 +138,8 @@ class TrainingObjective(nn.Module):
         if self.sampler is None:
             return {"task": self.tasks}
         supported = None if targets is None else supported_tasks(targets, self.sampler.tasks, **self.void)
-        return {"sample_tasks": self.sampler(batch, supported)}
+        drawn = {"sample_tasks": self.sampler(batch, supported)}
+        return {"task": self.every_image, **drawn} if self.every_image else drawn
 
     def forward(self, output: ModelOutput, targets: Targets) -> LossTerms:
         if len(self.criteria) == 1 and self.sampler is None and self.text is None:
@@ -251,12 +256,17 @@ def build_objective(model_config: ModelConfig, train_config: Any = None) -> Trai
         return TrainingObjective(criteria, **common)
     options = train_config.oneformer
     guided = [task.name for task in model_config.tasks if task.num_queries == 0]
-    if task_sampling(model_config, options) == "all":
+    sampling = task_sampling(model_config, options)
+    if sampling == "all" or (sampling == "shared" and not guided):
         return TrainingObjective(criteria, **common)
     names = model_config.task_names
+    every_image: tuple[str, ...] = ()
+    if sampling == "shared":      # the guided tasks draw per image; the tasks with groups of their own run on all
+        every_image = tuple(name for name in names if name not in guided)
+        names = tuple(guided)
     probabilities = {task: p for task, p in oneformer_probabilities(names, options).items() if p > 0}
     text = None
-    if options.contrastive_weight > 0 and len(guided) == len(names):
+    if options.contrastive_weight > 0 and len(guided) == len(model_config.task_names):
         # Initial text weights from the run's seed alone (the same on every rank, whatever ran before).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_config.seed)
@@ -264,7 +274,7 @@ def build_objective(model_config: ModelConfig, train_config: Any = None) -> Trai
     # Each rank draws its own tasks (built after the process group is set up under torchrun).
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     sampler = TaskSampler(probabilities, seed=train_config.seed + 7919 * rank)
-    return TrainingObjective(criteria, sampler=sampler, text=text, **common)
+    return TrainingObjective(criteria, sampler=sampler, text=text, every_image=every_image, **common)
 
 
 def task_sampling(model_config: ModelConfig, options: Any) -> str:

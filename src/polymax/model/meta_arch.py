@@ -139,11 +139,13 @@ class KMaX(nn.Module):
     def forward(self, images: Tensor, task: str | Sequence[str] | None = None, *,
                 sample_tasks: Sequence[str] | None = None) -> ModelOutput:
         """Run ``task`` (a name, several names sharing one trunk pass, or None for the model's only task) at the
-        padded model resolution; ``semantic_logits`` only in training mode. ``sample_tasks`` (one name per image,
-        instead of ``task``): a mixed-task batch of a OneFormer model, one pass with each image under its own
-        task prompt; each task's run then holds its images (``TaskRun.samples``)."""
+        padded model resolution; ``semantic_logits`` only in training mode. ``sample_tasks`` (one name per image):
+        a mixed-task batch of a OneFormer model, one pass with each image under its own task prompt; each task's
+        run then holds its images (``TaskRun.samples``). With both, the ``task`` names also run on every image
+        (training with ``task_sampling='shared'``)."""
         if sample_tasks is not None:
-            return self._run_mixed(images, tuple(sample_tasks), with_semantic=self.training)
+            every_image = () if task is None else resolve_tasks(self.tasks, task)
+            return self._run_mixed(images, tuple(sample_tasks), with_semantic=self.training, every_image=every_image)
         return self._run(images, resolve_tasks(self.tasks, task), with_semantic=self.training)
 
     def forward_with_semantic(self, images: Tensor, task: str | None = None) -> ModelOutput:
@@ -174,14 +176,16 @@ class KMaX(nn.Module):
             runs[task] = run
         return ModelOutput(runs)
 
-    def _decode(self, pixels, tasks: tuple[str, ...], *, semantic: Tensor | None) -> ModelOutput:
-        """The cluster decoder, mask head and task heads on the trunk's PixelFeatures, one pass per query group."""
+    def _decode(self, pixels, tasks: tuple[str, ...], *, semantic: Tensor | None, reads=None,
+                embeddings: Tensor | None = None) -> ModelOutput:
+        """The cluster decoder, mask head and task heads on the trunk's PixelFeatures, one pass per query group.
+        ``reads`` / ``embeddings``: the decoder's and the mask head's read of these pixels, when computed already."""
         passes = {}    # one cluster-decoder pass per query group (and per task when the centres depend on it)
         runs = {}
         # What the decoder layers and the mask head read from the pixels does not depend on the centres: read once,
         # shared by every pass.
-        reads = self.kmax_decoder.read_pixels(pixels)
-        embeddings = self.mask_head.embed(pixels.high_res)
+        reads = self.kmax_decoder.read_pixels(pixels) if reads is None else reads
+        embeddings = self.mask_head.embed(pixels.high_res) if embeddings is None else embeddings
         for task in tasks:
             key = self.kmax_decoder.pass_key(task)
             if key not in passes:
@@ -198,19 +202,27 @@ class KMaX(nn.Module):
                                  task_queries=task_queries)
         return ModelOutput(runs)
 
-    def _run_mixed(self, images: Tensor, sample_tasks: tuple[str, ...], *, with_semantic: bool) -> ModelOutput:
+    def _run_mixed(self, images: Tensor, sample_tasks: tuple[str, ...], *, with_semantic: bool,
+                   every_image: tuple[str, ...] = ()) -> ModelOutput:
         names = resolve_tasks(self.tasks, tuple(dict.fromkeys(sample_tasks)))
+        if set(names) & set(every_image):
+            raise ValueError(f"tasks {sorted(set(names) & set(every_image))} are both drawn per image and run on all")
         features = self.backbone(self.preprocess(images))
         pixels = self.pixel_decoder(features)
         semantic = None
-        if with_semantic and self.semantic_branch is not None and set(names) & set(self.semantic_tasks):
+        if with_semantic and self.semantic_branch is not None and set(names + every_image) & set(self.semantic_tasks):
             semantic = self.semantic_branch(features)
         if not self.kmax_decoder.batches_mixed_tasks(names):
-            return self._run_per_task(pixels, sample_tasks, names, semantic=semantic)
+            runs = dict(self._decode(pixels, every_image, semantic=semantic).runs) if every_image else {}
+            return ModelOutput({**runs, **self._run_per_task(pixels, sample_tasks, names, semantic=semantic).runs})
+        reads = self.kmax_decoder.read_pixels(pixels)                   # one read for every pass (see _decode)
+        embeddings = self.mask_head.embed(pixels.high_res)
+        runs = dict(self._decode(pixels, every_image, semantic=semantic, reads=reads, embeddings=embeddings).runs
+                    if every_image else {})
         self._use_group(None)                                           # mixed batches run the shared group
-        centres = self.kmax_decoder(pixels, task=sample_tasks)            # each image under its own prompt
-        final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings)
-        runs = {}
+        centres = self.kmax_decoder(pixels, task=sample_tasks, reads=reads)   # each image under its own prompt
+        final = self.mask_head(pixels.high_res, centres.mask_embeddings, centres.class_embeddings,
+                               pixel_features=embeddings)
         for task in names:
             index = torch.tensor([b for b, name in enumerate(sample_tasks) if name == task], device=images.device)
             head = self.heads[task]
