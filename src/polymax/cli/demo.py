@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="image size, 32k+1 (default 65)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the training runs")
     parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (default 1: the demo's tiny tensors run faster on one thread than on two)")
+                        help="CPU threads of each training process (default 1: the demo's tiny tensors run faster "
+                             "on one thread than on two; --quick trains as two processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
