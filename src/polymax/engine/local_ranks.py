@@ -3,8 +3,8 @@
 MASTER_ADDR, MASTER_PORT), so that :func:`polymax.engine.distributed.setup` joins them over gloo, and waits.
 
 Why: a small model's training step on a CPU is mostly many small operations, which one process runs on one
-core. Two processes of half the batch each use both cores of a 2-core machine (``polymax demo --quick``: twice
-the images per step for ~10 % more time, docs/multitask.md).
+core. Two processes of half the batch each use both cores of a 2-core machine (``polymax demo --quick``: 12
+images per step instead of one process's 8 for 7-11 % more time, docs/multitask.md).
 
 Signals: the ranks run in a process group of their own, so a Ctrl-C in the terminal reaches this process only.
 The first SIGINT / SIGTERM it receives goes to rank 0, and the ranks agree to stop after the step and save
