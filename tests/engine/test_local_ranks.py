@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from polymax.engine.local_ranks import RankFailed, run_local_ranks
+from polymax.engine.local_ranks import RankFailed, rank_threads, run_local_ranks
 from polymax.errors import UserError
 
 
@@ -65,6 +65,16 @@ def _train_until_stopped(flags: Path) -> int | None:
 
 def test_two_ranks_join_one_process_group():
     assert run_local_ranks(2, _where_am_i, threads=1) == [(0, 2, 1, 1.0), (1, 2, 1, 1.0)]
+
+
+def test_the_ranks_threads_never_outnumber_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert [rank_threads(2, threads) for threads in (1, 2, 3, 8)] == [1, 2, 2, 2]
+    assert rank_threads(8, 4) == 1    # more ranks than cores: one thread each, never none
+    assert rank_threads(1, 8) == 4
+    monkeypatch.undo()
+    threads = [answer[2] for answer in run_local_ranks(2, _where_am_i, threads=64)]
+    assert threads == [rank_threads(2, 64)] * 2 and threads[0] < 64
 
 
 def test_a_ranks_user_error_reaches_the_caller_and_a_crash_is_named():

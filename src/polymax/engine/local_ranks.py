@@ -33,11 +33,12 @@ class RankFailed(RuntimeError):
 
 
 def run_local_ranks(world_size: int, target: Callable[..., Any], *args: Any, threads: int = 1) -> list[Any]:
-    """``target(*args)`` in ``world_size`` fresh processes (``threads`` torch CPU threads each); returns the
-    ranks' return values (picklable), rank 0 first. A rank's UserError is raised here with its own message; a
-    second Ctrl-C (the ranks abort) as KeyboardInterrupt."""
+    """``target(*args)`` in ``world_size`` fresh processes (``threads`` torch CPU threads each, at most
+    :func:`rank_threads` allows); returns the ranks' return values (picklable), rank 0 first. A rank's UserError is
+    raised here with its own message; a second Ctrl-C (the ranks abort) as KeyboardInterrupt."""
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
+    threads = rank_threads(world_size, threads)
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
     port = _free_port()
@@ -84,6 +85,14 @@ def run_local_ranks(world_size: int, target: Callable[..., Any], *args: Any, thr
                 value = value.strip().splitlines()[-1]
             raise RankFailed(f"training process {rank} of {world_size} ended without a result ({value})")
     return [answers[rank][1] for rank in range(world_size)]
+
+
+def rank_threads(world_size: int, threads: int) -> int:
+    """``threads`` per rank, cut so that the ranks' threads together do not outnumber the cores this process may
+    use (at least one each). Why: OpenMP threads beyond the cores wait on each other; two ranks of two threads on
+    two cores trained the quick demo's model 17-19× slower than two ranks of one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(threads, cores // world_size))
 
 
 def _rank_main(rank: int, world_size: int, port: int, threads: int, deterministic: bool, target: Callable[..., Any],
