@@ -49,7 +49,7 @@ def test_reduced_demo_learns_in_one_model(tmp_path):
     # The quick recipe: the rooms as rendered, the randomly initialised backbone at the full learning rate.
     saved = load_config(tmp_path / "runs" / "quick" / "joint" / "last" / "train_config.yaml")
     assert not saved.augment.enabled and saved.optim.backbone_lr_multiplier == 1.0
-    assert settings_for(quick=False).augment and settings_for(quick=False).backbone_lr_multiplier == 0.1
+    assert not settings_for(quick=False).augment and settings_for(quick=False).backbone_lr_multiplier == 1.0
 
 
 def test_compare_adds_the_single_task_models(tmp_path):
