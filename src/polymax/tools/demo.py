@@ -44,6 +44,7 @@ from torch import nn
 
 from polymax.errors import UserError
 from polymax.io.pretrained import atomic_write, save_pretrained
+from polymax.text.prompts import article
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -170,8 +171,7 @@ def _run(out_dir: Path, *, settings: DemoSettings, tasks: tuple[str, ...], mode:
     _atomic_save_image(overview_picture(model, val[0]), out_dir / "demo.png")
     if compare:
         for report in reports:
-            article = "an" if report.task[0] in "aeiou" else "a"
-            _say(f"[compare] training {article} {report.task}-only model for {settings.steps} steps")
+            _say(f"[compare] training {article(report.task)} {report.task}-only model for {settings.steps} steps")
             single = _train((report.task,), out_dir / "runs" / mode / f"single_{report.task}", settings=settings,
                             progress=progress, seed=seed)
             report.single = _evaluate(single, val, report.task)
